@@ -1,0 +1,3 @@
+from egovlp.cli import main
+
+main()

@@ -1,0 +1,72 @@
+"""Library-level commands: `egovlp convert` and `egovlp embed`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from egovlp.errors import InputError
+
+
+def convert_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="egovlp convert", description="Convert a released EgoVLP checkpoint to safetensors + config.json."
+    )
+    parser.add_argument("checkpoint", help="official EgoVLP checkpoint (.pth)")
+    parser.add_argument("out_dir", help="output directory")
+    parser.add_argument("--config", default=None, help="model YAML (default: the base EgoVLP architecture)")
+    args = parser.parse_args(argv)
+
+    from egovlp.checkpoint import convert_checkpoint
+
+    cfg = convert_checkpoint(args.checkpoint, args.out_dir, config=args.config)
+    print(json.dumps({"out_dir": args.out_dir, "config_hash": cfg.config_hash()}))
+    return 0
+
+
+def embed_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="egovlp embed", description="Embed a text or a video clip with an EgoVLP model; prints JSON."
+    )
+    parser.add_argument("--model", required=True, help="checkpoint (.pth) or model directory")
+    parser.add_argument("--config", default=None, help="model YAML for a .pth of another architecture")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--text", action="append", help="a text to embed (repeatable)")
+    what.add_argument("--video", help="a video file")
+    parser.add_argument("--start", type=float, default=None, help="clip start (seconds)")
+    parser.add_argument("--end", type=float, default=None, help="clip end (seconds; default: video end)")
+    parser.add_argument("--frames", type=int, default=4, help="frames sampled from the clip")
+    parser.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+
+    import egovlp
+
+    model = egovlp.load_model(args.model, config=args.config, device=args.device)
+    if args.text:
+        emb = model.encode_text(args.text)
+        items = [{"text": t} for t in args.text]
+    else:
+        from egovlp.transforms import load_clip
+        from egovlp.video import video_info
+
+        info = video_info(args.video)
+        start = 0.0 if args.start is None else args.start
+        end = info.duration if args.end is None else args.end
+        if not 0 <= start < end:
+            raise InputError(f"{args.video}: need 0 <= start < end, got start={start} end={end}")
+        if start >= info.duration:
+            raise InputError(f"{args.video}: start {start}s is past the video's end ({info.duration:.2f}s)")
+        frames = load_clip(args.video, start, end, num_frames=args.frames, size=model.cfg.video.img_size)
+        emb = model.encode_video(frames.unsqueeze(0))
+        items = [{"video": args.video, "start": start, "end": min(end, info.duration)}]
+    if args.normalize:
+        emb = torch.nn.functional.normalize(emb, dim=-1, eps=1e-8)
+    for item, vec in zip(items, emb.tolist(), strict=True):
+        item["embedding"] = vec
+    json.dump({"model": args.model, "dim": emb.shape[-1], "data": items}, sys.stdout)
+    sys.stdout.write("\n")
+    return 0

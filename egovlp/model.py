@@ -1,0 +1,144 @@
+"""EgoVLP: the Frozen-style dual encoder (video tower + DistilBERT text tower, 256-d joint space).
+
+Attribute names (`video_model`, `text_model`, `txt_proj`, `vid_proj`) equal the published
+checkpoint's, so its state dict loads after stripping the DDP `module.` prefix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from transformers import DistilBertConfig, DistilBertModel
+
+from egovlp.config import ModelConfig, TextTowerConfig
+from egovlp.errors import InputError
+from egovlp.tokenizer import TextTokenizer
+from egovlp.video_tower import SpaceTimeTransformer
+
+
+def create_text_tower(cfg: TextTowerConfig) -> DistilBertModel:
+    """A DistilBERT with the distilbert-base-uncased defaults, built from the config (no download)."""
+    hf_cfg = DistilBertConfig(
+        vocab_size=cfg.vocab_size,
+        dim=cfg.dim,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        hidden_dim=cfg.hidden_dim,
+        max_position_embeddings=cfg.max_position_embeddings,
+        sinusoidal_pos_embds=False,
+        attn_implementation="sdpa",
+    )
+    return DistilBertModel(hf_cfg)
+
+
+class EgoVLP(nn.Module):
+    def __init__(self, cfg: ModelConfig, tokenizer: TextTokenizer | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.video_model = SpaceTimeTransformer(cfg.video)
+        self.text_model = create_text_tower(cfg.text)
+        # ReLU *before* the text projection, as published; the video projection is a bare Linear.
+        self.txt_proj = nn.Sequential(nn.ReLU(), nn.Linear(cfg.text.dim, cfg.projection_dim))
+        self.vid_proj = nn.Sequential(nn.Linear(cfg.video.embed_dim, cfg.projection_dim))
+        self._tokenizer = tokenizer
+        # CUDA only: the dtype the encode_* helpers autocast to (None = fp32). Never bf16 on CPU.
+        self.autocast_dtype: torch.dtype | None = None
+
+    # --- pieces used by training and extraction ------------------------------------------------
+
+    @property
+    def tokenizer(self) -> TextTokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = TextTokenizer(max_length=min(512, self.cfg.text.max_position_embeddings))
+        return self._tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return self.vid_proj[0].weight.device
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) for k, v in self.tokenizer(list(texts)).items()}
+
+    def text_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token ids `[B, L]` -> DistilBERT last hidden states `[B, L, dim]`."""
+        return self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def embed_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """`[B, L]` ids -> `[B, projection_dim]` (CLS -> txt_proj), with gradients."""
+        return self.txt_proj(self.text_hidden(input_ids, attention_mask)[:, 0])
+
+    def embed_video(self, frames: torch.Tensor) -> torch.Tensor:
+        """`[B, F, 3, H, W]` -> `[B, projection_dim]` (video CLS -> vid_proj), with gradients."""
+        return self.vid_proj(self.video_model(frames))
+
+    def forward(
+        self, frames: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training forward: (text embeddings, video embeddings), both `[B, projection_dim]`, raw."""
+        return self.embed_text(input_ids, attention_mask), self.embed_video(frames)
+
+    # --- the public inference API (DESIGN.md A, contract) -------------------------------------
+
+    def _inference(self) -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        if self.autocast_dtype is not None and self.device.type == "cuda":
+            stack.enter_context(torch.autocast("cuda", dtype=self.autocast_dtype))
+        return stack
+
+    def check_frames(self, frames: torch.Tensor) -> None:
+        v = self.cfg.video
+        if not torch.is_tensor(frames) or frames.dim() != 5 or frames.shape[2] != 3:
+            shape = tuple(frames.shape) if torch.is_tensor(frames) else type(frames).__name__
+            raise InputError(f"frames: expected a tensor [B, F, 3, H, W], got {shape}")
+        if frames.shape[3] != v.img_size or frames.shape[4] != v.img_size:
+            raise InputError(f"frames: expected {v.img_size}x{v.img_size} pixels, got {tuple(frames.shape[3:])}")
+        if not 1 <= frames.shape[1] <= v.num_frames:
+            raise InputError(f"frames: expected 1..{v.num_frames} frames per clip, got {frames.shape[1]}")
+
+    def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
+        """Normalized frames `[B, F, 3, H, W]` -> `[B, 256]` float, NOT L2-normalized."""
+        self.check_frames(frames)
+        with self._inference():
+            out = self.embed_video(frames.to(self.device, torch.float32))
+        return out.float()
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """list[str] -> `[B, 256]` float (text CLS -> txt_proj), NOT L2-normalized."""
+        texts = _check_texts(texts)
+        if not texts:
+            return torch.empty(0, self.cfg.projection_dim, device=self.device)
+        with self._inference():
+            tokens = self.tokenize(texts)
+            out = self.embed_text(tokens["input_ids"], tokens["attention_mask"])
+        return out.float()
+
+    def encode_text_tokens(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        """list[str] -> per text a `[L_i, 256]` tensor of projected token features, without [CLS]/[SEP]."""
+        texts = _check_texts(texts)
+        if not texts:
+            return []
+        with self._inference():
+            tokens = self.tokenize(texts)
+            hidden = self.text_hidden(tokens["input_ids"], tokens["attention_mask"])
+            projected = self.txt_proj(hidden).float()  # (B, L, 256)
+        lengths = tokens["attention_mask"].sum(1).tolist()
+        return [projected[i, 1 : n - 1].clone() for i, n in enumerate(lengths)]
+
+    def save_pretrained(self, directory: str) -> None:
+        from egovlp.checkpoint import save_pretrained
+
+        save_pretrained(self, directory)
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise InputError("texts: expected a list of strings, got a single string")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InputError(f"texts[{i}]: expected a string, got {type(t).__name__}")
+    return texts
