@@ -142,3 +142,16 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
         if not isinstance(t, str):
             raise InputError(f"texts[{i}]: expected a string, got {type(t).__name__}")
     return texts
+
+
+def create_model(config=None, device: str | torch.device = "cpu") -> EgoVLP:
+    """A randomly initialised model in eval mode from a YAML path, a ModelConfig, or None (base)."""
+    from egovlp.config import load_config
+
+    if config is None:
+        cfg = ModelConfig()
+    elif isinstance(config, ModelConfig):
+        cfg = config
+    else:
+        cfg = load_config(config)
+    return EgoVLP(cfg).to(device).eval()

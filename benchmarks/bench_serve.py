@@ -1,0 +1,186 @@
+"""Bounded loopback load test of `egovlp serve`: throughput and p50/p99 at concurrency 1, 8, 32.
+
+    python benchmarks/bench_serve.py                       # tiny random model, text + video
+    python benchmarks/bench_serve.py --model DIR --requests 400 --time-limit 30
+
+Starts the service on 127.0.0.1 (a free port) in a subprocess, sends a fixed number of requests per
+level (stopping early at --time-limit seconds), then an overload burst beyond the queue to show that
+it answers 429s, never 5xx. Prints one JSON line per measurement and a summary JSON object last.
+Only loopback traffic; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tiny_model(out: Path) -> Path:
+    """A randomly initialised small EgoVLP (32 px, 2 blocks) saved with save_pretrained."""
+    import torch
+
+    import egovlp
+    from egovlp.config import ModelConfig, TextTowerConfig, VideoTowerConfig
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        video=VideoTowerConfig(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, num_frames=4),
+        text=TextTowerConfig(dim=64, n_layers=2, n_heads=4, hidden_dim=128, max_position_embeddings=64),
+        projection_dim=32,
+        name="bench-tiny",
+    )
+    egovlp.create_model(cfg).save_pretrained(str(out))
+    return out
+
+
+def _tiny_video(path: Path) -> Path:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(20):
+            img = np.full((48, 64, 3), (10 * i) % 255, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _level(url: str, payload: dict, concurrency: int, requests: int, time_limit: float) -> dict:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    sent = 0
+    stop_at = time.perf_counter() + time_limit
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal sent
+        while sent < requests and time.perf_counter() < stop_at:
+            sent += 1
+            t0 = time.perf_counter()
+            try:
+                r = await client.post(url, json=payload)
+                code = r.status_code
+            except httpx.HTTPError:
+                code = -1  # transport failure
+            statuses[code] = statuses.get(code, 0) + 1
+            if code == 200:
+                latencies.append(time.perf_counter() - t0)
+
+    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    lat = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
+    return {
+        "concurrency": concurrency,
+        "requests": sum(statuses.values()),
+        "ok": statuses.get(200, 0),
+        "status_429": statuses.get(429, 0),
+        "status_5xx": sum(n for c, n in statuses.items() if c >= 500),
+        "transport_errors": statuses.get(-1, 0),
+        "seconds": round(elapsed, 3),
+        "throughput_rps": round(statuses.get(200, 0) / elapsed, 2),
+        "p50_ms": round(float(np.percentile(lat, 50)), 2),
+        "p99_ms": round(float(np.percentile(lat, 99)), 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="model dir/.pth (default: a tiny random model)")
+    parser.add_argument("--requests", type=int, default=200, help="requests per level")
+    parser.add_argument("--time-limit", type=float, default=20.0, help="seconds per level at most")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--overload", type=int, default=256, help="burst concurrency for the 429 check")
+    parser.add_argument("--max-queue", type=int, default=64, help="server queue bound")
+    parser.add_argument("--no-video", action="store_true")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model or str(_tiny_model(Path(tmp) / "model"))
+        video = _tiny_video(Path(tmp) / "v.mp4")
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, "-c", "import sys; from serve.app import main; sys.exit(main(sys.argv[1:]))"]
+        cmd += [
+            "--model",
+            model,
+            "--port",
+            str(port),
+            "--max-queue",
+            str(args.max_queue),
+            "--log-level",
+            "warning",
+        ]
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        server = subprocess.Popen(cmd, env=env, cwd=ROOT)
+        try:
+            deadline = time.time() + 300
+            while time.time() < deadline:
+                try:
+                    if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if server.poll() is not None:
+                    raise SystemExit(f"server exited with {server.returncode}")
+                time.sleep(0.2)
+            text = {"input": "#C C picks up the knife from the counter", "model": "egovlp"}
+            data_url = "data:video/mp4;base64," + base64.b64encode(video.read_bytes()).decode()
+            suites = [("text", "/v1/embeddings", text)]
+            if not args.no_video:
+                suites.append(("video", "/v1/video/embeddings", {"input": data_url}))
+            summary: dict = {"device": "cpu", "model": model if args.model else "tiny-random"}
+            for name, route, payload in suites:
+                asyncio.run(_level(url + route, payload, 4, 8, 10))  # warm-up
+                rows = []
+                for c in args.concurrency:
+                    requests = args.requests if name == "text" else max(args.requests // 4, c)
+                    row = {
+                        "modality": name,
+                        **asyncio.run(_level(url + route, payload, c, requests, args.time_limit)),
+                    }
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+                summary[name] = rows
+                if len(rows) > 1 and rows[0]["throughput_rps"] > 0:
+                    summary[f"{name}_speedup_c{rows[-1]['concurrency']}_vs_c{rows[0]['concurrency']}"] = (
+                        round(rows[-1]["throughput_rps"] / rows[0]["throughput_rps"], 2)
+                    )
+            burst = asyncio.run(
+                _level(url + "/v1/embeddings", text, args.overload, args.overload * 2, args.time_limit)
+            )
+            print(json.dumps({"modality": "text-overload", **burst}), flush=True)
+            summary["overload"] = burst
+            print(json.dumps(summary))
+        finally:
+            server.terminate()
+            server.wait(20)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

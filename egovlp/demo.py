@@ -1,0 +1,144 @@
+"""`make demo`: the main job end to end on the embedded synthetic world, on the CPU.
+
+synth -> shards -> EgoMCQ of the untrained model -> EgoNCE pretraining -> EgoMCQ again ->
+NLQ features -> FAISS index -> the service answers one text search. Each stage runs the real
+`egovlp` command in a subprocess (this module imports no application), prints what it measured
+and adds it to `summary.json` as soon as it is known, so a failed stage keeps what came before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def egovlp(*args: str, capture: bool = False) -> str:
+    cmd = [sys.executable, "-m", "egovlp", *args]
+    print(f"$ egovlp {' '.join(args)}", file=sys.stderr, flush=True)
+    result = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE if capture else None, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"demo: `egovlp {args[0]}` failed with exit code {result.returncode}")
+    return result.stdout if capture else ""
+
+
+class Summary:
+    def __init__(self, path: Path) -> None:
+        self.path, self.data = path, {}
+
+    def add(self, **items) -> None:
+        self.data.update(items)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2) + "\n")
+        os.replace(tmp, self.path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--out", default="demo-output")
+    p.add_argument("--videos", type=int, default=None, help="synthetic videos (default: synth's default)")
+    p.add_argument("--steps", type=int, default=None, help="override the demo config's training steps")
+    p.add_argument("--skip-serve", action="store_true")
+    args = p.parse_args(argv)
+
+    out = ROOT / args.out
+    data = out / "data"
+    out.mkdir(parents=True, exist_ok=True)
+    summary = Summary(out / "summary.json")
+    t_start = time.perf_counter()
+
+    if not (data / "egomcq.json").is_file():
+        egovlp("synth", str(data), *(["--videos", str(args.videos)] if args.videos else []))
+    if not (data / "shards" / "sizes.json").is_file():
+        egovlp("shard", "--csv", str(data / "egoclip.csv"), "--videos", str(data / "videos"),
+               "--out", str(data / "shards"), "--shard-size", "64", "--workers", "2")
+
+    # the untrained model, saved so that eval runs the same code path as after training
+    untrained = out / "untrained"
+    if not (untrained / "model.safetensors").is_file():
+        subprocess.run([sys.executable, "-c", (
+            "import torch, egovlp; torch.manual_seed(0); "
+            f"egovlp.create_model('configs/model/tiny.yaml').save_pretrained({str(untrained)!r})")],
+            cwd=ROOT, check=True)
+    mcq = ["--data", str(data / "egomcq.json"), "--videos", str(data / "videos"), "--workers", "1"]
+    before = json.loads(egovlp("eval", "egomcq", "--model", str(untrained), *mcq, capture=True))
+    print(f"EgoMCQ before training: inter {before['inter']:.1f}%  intra {before['intra']:.1f}%", flush=True)
+    summary.add(egomcq_before=before)
+
+    overrides = [f"output_dir={out / 'pretrain'}", f"data.shards={data / 'shards'}", f"data.taxonomy={data}",
+                 f"egomcq.data={data / 'egomcq.json'}", f"egomcq.videos={data / 'videos'}"]
+    if args.steps:
+        overrides.append(f"train.steps={args.steps}")
+    shutil.rmtree(out / "pretrain", ignore_errors=True)
+    t0 = time.perf_counter()
+    egovlp("pretrain", "--config", "configs/pretrain/demo.yaml", *overrides)
+    pretrain_seconds = time.perf_counter() - t0
+    model_dir = out / "pretrain" / "final"
+    after = json.loads(egovlp("eval", "egomcq", "--model", str(model_dir), *mcq, capture=True))
+    print(f"EgoMCQ after {pretrain_seconds:.0f}s of training: inter {after['inter']:.1f}%  "
+          f"intra {after['intra']:.1f}%", flush=True)
+    summary.add(egomcq_after=after, pretrain_seconds=round(pretrain_seconds, 1))
+
+    _extract_index_search(args, out, data, model_dir, summary)
+    summary.add(total_seconds=round(time.perf_counter() - t_start, 1))
+    print(f"summary: {out / 'summary.json'}")
+    return 0
+
+
+def _extract_index_search(args, out: Path, data: Path, model_dir: Path, summary: Summary) -> None:
+    """NLQ features of the val clips, a FAISS index over them, one text search through the service."""
+    if not (ROOT / "extract" / "cli.py").is_file():
+        return
+    feats = out / "features" / "nlq"
+    t0 = time.perf_counter()
+    egovlp("extract", "--model", str(model_dir), "--preset", "nlq", "--input", str(data / "nlq_val.json"),
+           "--videos", str(data / "videos"), "--out", str(feats), "--workers", "1")
+    extract_seconds = time.perf_counter() - t0
+    n = len(list(feats.glob("*.pt")))
+    print(f"extracted NLQ features for {n} clips in {extract_seconds:.1f}s", flush=True)
+    summary.add(extract={"clips": n, "seconds": round(extract_seconds, 1), "dir": str(feats)})
+    if args.skip_serve or not (ROOT / "serve" / "app.py").is_file():
+        return
+    index = out / "index"
+    egovlp("index", "--features", str(feats), "--out", str(index))
+    summary.add(search=_one_search(model_dir, index))
+
+
+def _one_search(model_dir: Path, index: Path, port: int = 8765) -> list:
+    cmd = [sys.executable, "-m", "egovlp", "serve", "--model", str(model_dir), "--index", str(index),
+           "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(base + "/ready", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(1)
+        query = "C picks up the red cup"
+        body = json.dumps({"query": query, "k": 5}).encode()
+        req = urllib.request.Request(base + "/v1/search", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            results = json.loads(r.read())["results"]
+        print(f"search {query!r}:")
+        for hit in results:
+            print(f"  {hit['score']:.3f}  {hit['clip_uid']}  {hit['start']:.1f}-{hit['end']:.1f}s")
+        return results
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

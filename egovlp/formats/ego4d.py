@@ -1,0 +1,350 @@
+"""Ego4D episodic-memory annotation files (DESIGN.md C.1, C.3, C.4) -> flat, typed records.
+
+- NLQ (`nlq_*.json`): videos[] -> clips[] -> annotations[] -> language_queries[]; one `NLQQuery` per
+  language query, keyed (clip_uid, annotation_uid, query_idx) as the prediction file is. Queries
+  without a `query` text are kept with query=None (`has_query` False) so callers skip but count them.
+- MQ (`moments_*.json`): videos[] -> clips[] -> annotations[] -> labels[]; all annotators' labels are
+  kept, each with its `primary` flag.
+- VQ2D (`vq_*.json`): videos[] -> clips[] -> annotations[] -> query_sets {"1": ...}; each query set
+  records its annotation index and id so predictions can be written back in ground-truth order.
+
+Anything malformed raises InputError naming the file and the JSON path, e.g.
+`nlq_val.json: videos[3].clips[0].annotations[1]: missing 'language_queries'`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from egovlp.errors import InputError
+from egovlp.formats import write_json_atomic
+
+__all__ = [
+    "NLQClip",
+    "NLQQuery",
+    "MQClip",
+    "MQLabel",
+    "VQBox",
+    "VQQuerySet",
+    "VQClip",
+    "read_json",
+    "read_nlq",
+    "read_moments",
+    "read_vq2d",
+    "write_json_atomic",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# records
+
+
+@dataclass
+class NLQQuery:
+    annotation_uid: str
+    query_idx: int  # position in the annotation's language_queries (the prediction key)
+    query: str | None  # None when the file has no query text: skip it, but count it
+    template: str | None
+    start: float | None  # clip-relative ground-truth window (None in unannotated test files)
+    end: float | None
+
+    @property
+    def has_query(self) -> bool:
+        return self.query is not None
+
+
+@dataclass
+class NLQClip:
+    video_uid: str
+    clip_uid: str
+    video_start_sec: float | None
+    video_end_sec: float | None
+    clip_start_sec: float | None
+    clip_end_sec: float | None
+    queries: list[NLQQuery] = field(default_factory=list)
+
+
+@dataclass
+class MQLabel:
+    start: float  # clip-relative seconds
+    end: float
+    label: str
+    primary: bool
+    annotator_uid: str | None = None
+
+
+@dataclass
+class MQClip:
+    video_uid: str
+    clip_uid: str
+    video_start_sec: float | None
+    video_end_sec: float | None
+    clip_start_sec: float | None
+    clip_end_sec: float | None
+    labels: list[MQLabel] = field(default_factory=list)
+
+
+@dataclass
+class VQBox:
+    frame_number: int  # 5 fps clip frame index
+    x: float
+    y: float
+    width: float
+    height: float
+    original_width: int | None = None
+    original_height: int | None = None
+
+
+@dataclass
+class VQQuerySet:
+    annotation_idx: int  # index in the clip's annotations (= its predictions list)
+    query_set_id: str  # "1", "2", ...
+    is_valid: bool
+    query_frame: int | None
+    object_title: str | None
+    visual_crop: VQBox | None
+    response_track: list[VQBox] = field(default_factory=list)
+
+
+@dataclass
+class VQClip:
+    video_uid: str
+    clip_uid: str
+    clip_fps: float
+    video_start_sec: float | None
+    video_end_sec: float | None
+    video_idx: int  # position of the video in the file
+    clip_idx: int  # position of the clip in its video
+    num_annotations: int
+    query_sets: list[VQQuerySet] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# typed access with JSON-path errors
+
+
+class _Doc:
+    """Typed getters that name the file and JSON path in every error."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, where: str, what: str) -> InputError:
+        return InputError(f"{self.path}: {where}: {what}" if where else f"{self.path}: {what}")
+
+    def obj(self, value: Any, where: str) -> dict:
+        if not isinstance(value, dict):
+            raise self.fail(where, f"expected an object, got {type(value).__name__}")
+        return value
+
+    def get_list(self, parent: dict, key: str, where: str, required: bool = True) -> list:
+        if key not in parent:
+            if required:
+                raise self.fail(where, f"missing '{key}'")
+            return []
+        value = parent[key]
+        if not isinstance(value, list):
+            raise self.fail(
+                f"{where}.{key}" if where else key, f"expected a list, got {type(value).__name__}"
+            )
+        return value
+
+    def get_str(self, parent: dict, key: str, where: str, required: bool = True) -> str | None:
+        value = parent.get(key)
+        if value is None:
+            if required:
+                raise self.fail(where, f"missing '{key}'")
+            return None
+        if not isinstance(value, str):
+            raise self.fail(f"{where}.{key}", f"expected a string, got {value!r}")
+        return value
+
+    def get_num(self, parent: dict, key: str, where: str, required: bool = True) -> float | None:
+        value = parent.get(key)
+        if value is None:
+            if required:
+                raise self.fail(where, f"missing '{key}'")
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self.fail(f"{where}.{key}", f"expected a number, got {value!r}")
+        return float(value)
+
+    def get_int(self, parent: dict, key: str, where: str, required: bool = True) -> int | None:
+        value = self.get_num(parent, key, where, required)
+        if value is None:
+            return None
+        if not value.is_integer():
+            raise self.fail(f"{where}.{key}", f"expected an integer, got {parent[key]!r}")
+        return int(value)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """json.load with InputError naming the file on a missing file or bad JSON."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror})") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not valid JSON ({err})") from err
+
+
+def _clips(doc: _Doc, data: Any):
+    """Yield (video_idx, clip_idx, video, clip, where) over videos[] -> clips[]."""
+    root = doc.obj(data, "")
+    for vi, video in enumerate(doc.get_list(root, "videos", "")):
+        vwhere = f"videos[{vi}]"
+        video = doc.obj(video, vwhere)
+        for ci, clip in enumerate(doc.get_list(video, "clips", vwhere)):
+            cwhere = f"{vwhere}.clips[{ci}]"
+            yield vi, ci, video, doc.obj(clip, cwhere), cwhere
+
+
+def _clip_times(doc: _Doc, clip: dict, where: str) -> dict[str, float | None]:
+    names = ("video_start_sec", "video_end_sec", "clip_start_sec", "clip_end_sec")
+    return {name: doc.get_num(clip, name, where, required=False) for name in names}
+
+
+def _video_uid(doc: _Doc, video: dict, clip: dict, where: str) -> str:
+    # the uid lives on the video; some releases repeat it on the clip
+    uid = clip.get("video_uid", video.get("video_uid"))
+    if not isinstance(uid, str) or not uid:
+        raise doc.fail(where, "missing 'video_uid' (on the clip or its video)")
+    return uid
+
+
+# --------------------------------------------------------------------------------------------
+# readers
+
+
+def read_nlq(path: str | os.PathLike) -> list[NLQClip]:
+    """NLQ annotation file -> clips with their language queries, in file order."""
+    doc = _Doc(Path(path))
+    out: list[NLQClip] = []
+    for _vi, _ci, video, clip, where in _clips(doc, read_json(path)):
+        record = NLQClip(
+            video_uid=_video_uid(doc, video, clip, where),
+            clip_uid=doc.get_str(clip, "clip_uid", where),
+            **_clip_times(doc, clip, where),
+        )
+        for ai, ann in enumerate(doc.get_list(clip, "annotations", where, required=False)):
+            awhere = f"{where}.annotations[{ai}]"
+            ann = doc.obj(ann, awhere)
+            ann_uid = doc.get_str(ann, "annotation_uid", awhere)
+            for qi, q in enumerate(doc.get_list(ann, "language_queries", awhere)):
+                qwhere = f"{awhere}.language_queries[{qi}]"
+                q = doc.obj(q, qwhere)
+                text = q.get("query")
+                text = text.strip() if isinstance(text, str) and text.strip() else None
+                start = doc.get_num(q, "clip_start_sec", qwhere, required=False)
+                end = doc.get_num(q, "clip_end_sec", qwhere, required=False)
+                if start is not None and end is not None and end < start:
+                    raise doc.fail(qwhere, f"clip_end_sec {end} is before clip_start_sec {start}")
+                template = q.get("template") if isinstance(q.get("template"), str) else None
+                record.queries.append(NLQQuery(ann_uid, qi, text, template, start, end))
+        out.append(record)
+    return out
+
+
+def read_moments(path: str | os.PathLike) -> list[MQClip]:
+    """Moment-query annotation file -> clips with every annotator's labels (primary flag kept)."""
+    doc = _Doc(Path(path))
+    out: list[MQClip] = []
+    for _vi, _ci, video, clip, where in _clips(doc, read_json(path)):
+        record = MQClip(
+            video_uid=_video_uid(doc, video, clip, where),
+            clip_uid=doc.get_str(clip, "clip_uid", where),
+            **_clip_times(doc, clip, where),
+        )
+        for ai, ann in enumerate(doc.get_list(clip, "annotations", where, required=False)):
+            awhere = f"{where}.annotations[{ai}]"
+            ann = doc.obj(ann, awhere)
+            annotator = ann.get("annotator_uid") if isinstance(ann.get("annotator_uid"), str) else None
+            for li, lab in enumerate(doc.get_list(ann, "labels", awhere)):
+                lwhere = f"{awhere}.labels[{li}]"
+                lab = doc.obj(lab, lwhere)
+                start = doc.get_num(lab, "start_time", lwhere)
+                end = doc.get_num(lab, "end_time", lwhere)
+                if end < start:
+                    raise doc.fail(lwhere, f"end_time {end} is before start_time {start}")
+                primary = lab.get("primary", True)
+                if not isinstance(primary, bool):
+                    raise doc.fail(f"{lwhere}.primary", f"expected true/false, got {primary!r}")
+                label = doc.get_str(lab, "label", lwhere)
+                record.labels.append(MQLabel(start, end, label, primary, annotator))
+        out.append(record)
+    return out
+
+
+def _box(doc: _Doc, raw: Any, where: str) -> VQBox:
+    raw = doc.obj(raw, where)
+    box = VQBox(
+        frame_number=doc.get_int(raw, "frame_number", where),
+        x=doc.get_num(raw, "x", where),
+        y=doc.get_num(raw, "y", where),
+        width=doc.get_num(raw, "width", where),
+        height=doc.get_num(raw, "height", where),
+        original_width=doc.get_int(raw, "original_width", where, required=False),
+        original_height=doc.get_int(raw, "original_height", where, required=False),
+    )
+    if box.width < 0 or box.height < 0:
+        raise doc.fail(where, f"negative box size {box.width} x {box.height}")
+    return box
+
+
+def _query_set(doc: _Doc, ai: int, qid: str, raw: Any, where: str) -> VQQuerySet:
+    raw = doc.obj(raw, where)
+    is_valid = raw.get("is_valid", True)
+    if not isinstance(is_valid, bool):
+        raise doc.fail(f"{where}.is_valid", f"expected true/false, got {is_valid!r}")
+    # invalid query sets in the real files often lack the other fields: keep them, unparsed
+    required = is_valid
+    crop = raw.get("visual_crop")
+    track = doc.get_list(raw, "response_track", where, required=required)
+    qs = VQQuerySet(
+        annotation_idx=ai,
+        query_set_id=qid,
+        is_valid=is_valid,
+        query_frame=doc.get_int(raw, "query_frame", where, required=required),
+        object_title=doc.get_str(raw, "object_title", where, required=False),
+        visual_crop=_box(doc, crop, f"{where}.visual_crop") if crop is not None else None,
+        response_track=[_box(doc, b, f"{where}.response_track[{i}]") for i, b in enumerate(track)],
+    )
+    if is_valid and qs.visual_crop is None:
+        raise doc.fail(where, "missing 'visual_crop'")
+    if is_valid and not qs.response_track:
+        raise doc.fail(where, "valid query set with an empty response_track")
+    return qs
+
+
+def read_vq2d(path: str | os.PathLike) -> list[VQClip]:
+    """VQ2D annotation file -> clips with their query sets (annotation index and id kept)."""
+    doc = _Doc(Path(path))
+    out: list[VQClip] = []
+    for vi, ci, video, clip, where in _clips(doc, read_json(path)):
+        anns = doc.get_list(clip, "annotations", where, required=False)
+        fps = doc.get_num(clip, "clip_fps", where, required=False)
+        record = VQClip(
+            video_uid=_video_uid(doc, video, clip, where),
+            clip_uid=doc.get_str(clip, "clip_uid", where),
+            clip_fps=5.0 if fps is None else fps,
+            video_start_sec=doc.get_num(clip, "video_start_sec", where, required=False),
+            video_end_sec=doc.get_num(clip, "video_end_sec", where, required=False),
+            video_idx=vi,
+            clip_idx=ci,
+            num_annotations=len(anns),
+        )
+        for ai, ann in enumerate(anns):
+            awhere = f"{where}.annotations[{ai}]"
+            ann = doc.obj(ann, awhere)
+            sets = doc.obj(ann.get("query_sets", {}), f"{awhere}.query_sets")
+            for qid in sorted(sets, key=lambda k: (0, int(k)) if str(k).isdigit() else (1, str(k))):
+                qwhere = f'{awhere}.query_sets["{qid}"]'
+                record.query_sets.append(_query_set(doc, ai, str(qid), sets[qid], qwhere))
+        out.append(record)
+    return out

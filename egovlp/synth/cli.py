@@ -1,0 +1,154 @@
+"""`egovlp synth OUT_DIR`: plan the world, render the videos in worker processes, write the annotations.
+
+Videos are written first and the annotation files last (world.json the very last), so a folder with
+`world.json` holds a complete dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+
+from egovlp.errors import InputError
+from egovlp.synth.annotations import write_annotations
+from egovlp.synth.render import render_video
+from egovlp.synth.world import VideoPlan, frame_size, make_world
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VIDEOS = 24
+DEFAULT_DURATION = 36.0
+DEFAULT_SHORT_SIDE = 256
+MIN_DURATION = 8.0
+
+
+def _render_job(job: tuple[VideoPlan, str, int]) -> str:
+    plan, path, short_side = job
+    render_video(plan, Path(path), short_side)
+    return plan.video_uid
+
+
+def synthesize(
+    out_dir: str | os.PathLike,
+    videos: int = DEFAULT_VIDEOS,
+    seed: int = 0,
+    short_side: int = DEFAULT_SHORT_SIDE,
+    duration: float = DEFAULT_DURATION,
+    workers: int | None = None,
+    val_videos: int | None = None,
+    render: bool = True,
+    progress: bool = False,
+) -> dict:
+    """Write the synthetic dataset into out_dir; returns a summary (counts, sizes, seconds).
+
+    `val_videos` defaults to a quarter of the videos (at least one); `render=False` writes the
+    annotation files only (they do not depend on the videos).
+    """
+    if videos < 2:
+        raise InputError(f"--videos {videos}: need at least 2 (train and val)")
+    n_val = max(1, round(videos / 4)) if val_videos is None else val_videos
+    if not 1 <= n_val < videos:
+        raise InputError(f"--val-videos {n_val}: must be between 1 and {videos - 1} for {videos} videos")
+    if not 32 <= short_side <= 2160:
+        raise InputError(f"--short-side {short_side}: must be between 32 and 2160 pixels")
+    if not MIN_DURATION <= duration <= 3600:
+        raise InputError(f"--duration {duration}: must be between {MIN_DURATION:g} and 3600 seconds")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a directory")
+    workers = workers or min(4, os.cpu_count() or 1)
+    if workers < 1:
+        raise InputError(f"--workers {workers}: must be at least 1")
+
+    t0 = time.perf_counter()
+    plans = make_world(videos, seed, float(duration), n_val)
+    out.mkdir(parents=True, exist_ok=True)
+    if render:
+        video_dir = out / "videos"
+        video_dir.mkdir(exist_ok=True)
+        jobs = [(p, str(video_dir / f"{p.video_uid}.mp4"), short_side) for p in plans]
+        stale = {f.name for f in video_dir.glob("*.mp4")} - {Path(j[1]).name for j in jobs}
+        if stale:
+            # not ours to delete, but consumers that list the folder would pick them up
+            log.warning("%s holds %d video(s) that are not part of this dataset", video_dir, len(stale))
+        _run_jobs(jobs, workers, progress)
+    counts = write_annotations(out, plans, seed, short_side)
+    width, height = frame_size(short_side)
+    return {
+        "out": str(out),
+        "videos": videos,
+        "train": sum(p.split == "train" for p in plans),
+        "val": sum(p.split == "val" for p in plans),
+        "actions": sum(len(p.actions) for p in plans),
+        "width": width,
+        "height": height,
+        **counts,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def _run_jobs(jobs: list[tuple[VideoPlan, str, int]], workers: int, progress: bool) -> None:
+    from tqdm import tqdm
+
+    def bar() -> tqdm:
+        return tqdm(total=len(jobs), desc="synth videos", unit="video", file=sys.stderr, disable=not progress)
+
+    if workers == 1 or len(jobs) == 1:
+        with bar() as b:
+            for job in jobs:
+                _render_job(job)
+                b.update()
+        return
+    # fork where there is one: a spawned worker would re-import the whole package (torch included)
+    # for work that needs numpy and PyAV only. The pool starts before the progress bar's thread.
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with ctx.Pool(min(workers, len(jobs))) as pool, bar() as b:
+        for _uid in pool.imap_unordered(_render_job, jobs):
+            b.update()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="egovlp synth",
+        description="Write the synthetic egocentric dataset: videos/{video_uid}.mp4, egoclip.csv, egomcq.json, "
+        "nlq/moments/vq_{train,val}.json, verb/noun taxonomies, split.json, world.json.",
+    )
+    p.add_argument("out_dir", help="output folder (created; existing files of the dataset are replaced)")
+    p.add_argument(
+        "--videos", type=int, default=DEFAULT_VIDEOS, help="number of videos (default %(default)s)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed; same seed and arguments, same files")
+    p.add_argument(
+        "--short-side", type=int, default=DEFAULT_SHORT_SIDE, help="frame height in px, 4:3 frames"
+    )
+    p.add_argument("--duration", type=float, default=DEFAULT_DURATION, help="seconds per video")
+    p.add_argument("--workers", type=int, default=None, help="render processes (default min(4, cpus))")
+    p.add_argument("--val-videos", type=int, default=None, help="videos in the val split (default a quarter)")
+    p.add_argument("--annotations-only", action="store_true", help="write the annotation files, no videos")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    summary = synthesize(
+        args.out_dir,
+        videos=args.videos,
+        seed=args.seed,
+        short_side=args.short_side,
+        duration=args.duration,
+        workers=args.workers,
+        val_videos=args.val_videos,
+        render=not args.annotations_only,
+        progress=True,
+    )
+    print(json.dumps(summary))
+    return 0

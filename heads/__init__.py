@@ -1,0 +1,1 @@
+"""Downstream Ego4D heads (NLQ, MQ, VQ2D) on cached EgoVLP features, and the official metrics."""

@@ -1,0 +1,90 @@
+"""`egovlp eval nlq|mq|vq2d|grounding --gt GT.json --pred PRED.json`: print the metrics as one JSON object.
+
+stdout carries exactly one JSON object (DESIGN.md C.5 keys and units) so scripts can parse it; logs go
+to stderr. A malformed file is an InputError naming the file and JSON path (exit code 2 through the
+`egovlp` dispatcher, or through `python -m heads.metrics.cli`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from egovlp.errors import InputError
+from heads.metrics.grounding import grounding_file_metrics
+from heads.metrics.io import load_json
+from heads.metrics.mq import mq_metrics
+from heads.metrics.nlq import nlq_metrics
+from heads.metrics.vq2d import vq2d_metrics
+
+TASKS: dict[str, tuple[Callable[..., dict[str, Any]], str]] = {
+    "nlq": (nlq_metrics, "Ego4D NLQ: R@{1,3,5} at tIoU {0.3,0.5} and mIoU (percent)"),
+    "mq": (mq_metrics, "Ego4D Moment Queries: mAP at tIoU 0.1..0.5, their mean, Recall@1x at 0.5 (percent)"),
+    "vq2d": (vq2d_metrics, "Ego4D VQ2D: tAP, tAP25, stAP, stAP25 (fractions), success, recovery (percent)"),
+    "grounding": (
+        grounding_file_metrics,
+        "EgoMask grounding: T_recall, IoU_all, IoU_gold, IoU_gold_pred (percent)",
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="egovlp eval", description="Score predictions with the official metrics."
+    )
+    sub = parser.add_subparsers(dest="task", required=True, metavar="TASK")
+    for name, (_, summary) in TASKS.items():
+        task = sub.add_parser(name, help=summary, description=summary)
+        task.add_argument("--gt", required=True, type=Path, help="ground-truth annotation JSON")
+        task.add_argument("--pred", required=True, type=Path, help="predictions JSON in the challenge format")
+        task.add_argument("--out", type=Path, help="also write the JSON object to this file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse `TASK --gt GT --pred PRED [--out FILE]`, print the metrics JSON on stdout, return 0."""
+    args = build_parser().parse_args(argv)
+    metric, _ = TASKS[args.task]
+    gt, pred = load_json(args.gt), load_json(args.pred)
+    result = metric(gt, pred, gt_name=str(args.gt), pred_name=str(args.pred))
+    text = json.dumps(result, allow_nan=False)
+    if args.out is not None:
+        _write_atomic(args.out, text + "\n")
+    print(text)
+    return 0
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"{path}: folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _module_main() -> int:
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return main()
+    except InputError as err:
+        print(f"egovlp eval: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_module_main())

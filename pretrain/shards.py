@@ -1,0 +1,392 @@
+"""`egovlp shard`: EgoClip csv + Ego4D-style videos -> webdataset tar shards for pretraining.
+
+Each sample holds one clip and one scene-aware negative (DESIGN.md B.4: another clip of the same
+video in the same 60 s segment; when the segment has no other clip, the nearest clip in time of the
+same video, recorded as such), so the loader needs no random access:
+
+    {key}.json       clip_idx, video_uid, text, tag_verb, tag_noun, times, segment, ... and "negative"
+    {key}.pos{k}.jpg the clip's frames (interval middles, short side --size), k = 0..F-1
+    {key}.neg{k}.jpg the negative's frames
+
+Rows are shuffled (seeded) before they are cut into shards of --shard-size. A clip whose video is
+missing or corrupt is skipped and recorded in the shard's status parquet (clip_idx, status, error).
+Every shard is written under a temp name and renamed when complete (status parquet first, tar last),
+so a killed run restarted with the same arguments redoes only the incomplete shards. The arguments
+are kept in `shard_config.json`; `sizes.json` maps each shard to its sample count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import contextlib
+import io
+import json
+import logging
+import multiprocessing
+import os
+import random
+import sys
+import tarfile
+import time
+from collections import defaultdict
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from egovlp.errors import InputError
+from egovlp.formats import atomic_write, write_json_atomic
+from egovlp.formats.egoclip import EgoClipRow, read_egoclip, segment_id
+from egovlp.video import clip_sample_times, read_ego4d_frames
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "shard_config.json"
+SIZES_NAME = "sizes.json"
+JPEG_QUALITY = 90
+_TMP_PREFIX = ".shard-"  # temp files of unfinished shards: removed when a run (re)starts
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:06d}.tar"
+
+
+def status_name(index: int) -> str:
+    return f"shard-{index:06d}.status.parquet"
+
+
+def sample_key(row: EgoClipRow) -> str:
+    return f"{row.clip_idx:09d}"
+
+
+# --------------------------------------------------------------------------------------------
+# planning: negatives and shard contents (main process; deterministic from the csv and the seed)
+
+
+def pick_negatives(rows: list[EgoClipRow], seed: int) -> list[tuple[int | None, str]]:
+    """For each row: (index of its negative row or None, "segment" | "nearest" | "none").
+
+    "segment": a random other clip of the same video and 60 s segment (B.4);
+    "nearest": the segment has no other clip, so the clip of the same video closest in time.
+    """
+    rng = random.Random(seed)
+    by_segment: dict[str, list[int]] = defaultdict(list)
+    by_video: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        by_segment[segment_id(row.video_uid, row.narration_time)].append(i)
+        by_video[row.video_uid].append((row.narration_time, i))
+    for items in by_video.values():
+        items.sort()
+    out: list[tuple[int | None, str]] = []
+    for i, row in enumerate(rows):
+        same = by_segment[segment_id(row.video_uid, row.narration_time)]
+        if len(same) > 1:
+            j = same[rng.randrange(len(same) - 1)]
+            out.append((same[-1] if j == i else j, "segment"))  # skip self: the last one stands in
+            continue
+        items = by_video[row.video_uid]
+        pos = bisect.bisect_left(items, (row.narration_time, i))
+        around = [items[k] for k in (pos - 1, pos + 1) if 0 <= k < len(items)]
+        if not around:
+            out.append((None, "none"))
+            continue
+        _, j = min(around, key=lambda item: (abs(item[0] - row.narration_time), item[0]))
+        out.append((j, "nearest"))
+    return out
+
+
+@dataclass
+class ShardTask:
+    index: int
+    out_dir: str
+    video_root: str
+    frames: int
+    size: int
+    # (clip row, negative row or None, negative source)
+    items: list[tuple[EgoClipRow, EgoClipRow | None, str]] = field(default_factory=list)
+
+
+@dataclass
+class ShardResult:
+    index: int
+    ok: int
+    failed: int
+
+
+def plan_shards(
+    rows: list[EgoClipRow], shard_size: int, seed: int
+) -> list[list[tuple[int, int | None, str]]]:
+    """Rows shuffled with `seed`, cut into shards: per shard [(row, negative row, source)]."""
+    negatives = pick_negatives(rows, seed)
+    order = list(range(len(rows)))
+    random.Random(seed + 1).shuffle(order)
+    items = [(i, *negatives[i]) for i in order]
+    return [items[k : k + shard_size] for k in range(0, len(items), shard_size)]
+
+
+# --------------------------------------------------------------------------------------------
+# writing one shard (worker process)
+
+
+def _encode_jpegs(frames) -> list[bytes]:
+    """uint8 [F, H, W, 3] numpy -> F JPEG byte strings (Pillow's libjpeg: fast and deterministic)."""
+    from PIL import Image
+
+    out = []
+    for img in frames:
+        buffer = io.BytesIO()
+        Image.fromarray(img).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+        out.append(buffer.getvalue())
+    return out
+
+
+def _clip_record(row: EgoClipRow, times: list[float]) -> dict:
+    return {
+        "clip_idx": row.clip_idx,
+        "video_uid": row.video_uid,
+        "text": row.clip_text,
+        "tag_verb": list(row.tag_verb),
+        "tag_noun": list(row.tag_noun),
+        "narration_time": row.narration_time,
+        "clip_start": row.clip_start,
+        "clip_end": row.clip_end,
+        "segment": segment_id(row.video_uid, row.narration_time),
+        "times": times,
+    }
+
+
+def _read_clip(task: ShardTask, row: EgoClipRow) -> tuple[dict, list[bytes]]:
+    times = clip_sample_times(row.clip_start, row.clip_end, task.frames, "middle")
+    frames = read_ego4d_frames(task.video_root, row.video_uid, times, short_side=task.size)
+    return _clip_record(row, times), _encode_jpegs(frames)
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o444  # fixed metadata: reruns give equal bytes
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_shard(task: ShardTask) -> ShardResult:
+    """Decode, encode and write one shard plus its status parquet; both appear only when complete."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(task.out_dir)
+    status: dict[str, list] = defaultdict(list)
+    ok = 0
+    with atomic_write(out / shard_name(task.index), "wb") as handle:
+        # atomic_write's temp name is ".{name}.XXXX.tmp", which _remove_stale_temps matches
+        with tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for row, neg, source in task.items:
+                error = ""
+                try:
+                    if neg is None:
+                        raise InputError(f"video {row.video_uid} has no other clip to serve as a negative")
+                    meta, pos_jpegs = _read_clip(task, row)
+                    neg_meta, neg_jpegs = _read_clip(task, neg)
+                except InputError as err:  # VideoReadError included
+                    error = str(err)
+                    logger.info("clip %s skipped: %s", row.clip_idx, error)
+                else:
+                    key = sample_key(row)
+                    meta["negative"] = {**neg_meta, "source": source}
+                    _add(tar, f"{key}.json", json.dumps(meta).encode())
+                    for k, data in enumerate(pos_jpegs):
+                        _add(tar, f"{key}.pos{k}.jpg", data)
+                    for k, data in enumerate(neg_jpegs):
+                        _add(tar, f"{key}.neg{k}.jpg", data)
+                    ok += 1
+                status["clip_idx"].append(row.clip_idx)
+                status["status"].append("failed" if error else "ok")
+                status["error"].append(error)
+                status["negative_clip_idx"].append(neg.clip_idx if neg is not None else None)
+                status["negative_source"].append(source)
+        table = pa.table(
+            {
+                "clip_idx": pa.array(status["clip_idx"], pa.int64()),
+                "status": pa.array(status["status"], pa.string()),
+                "error": pa.array(status["error"], pa.string()),
+                "negative_clip_idx": pa.array(status["negative_clip_idx"], pa.int64()),
+                "negative_source": pa.array(status["negative_source"], pa.string()),
+            }
+        )
+        # the parquet lands before the tar: a tar on disk always has its status next to it
+        with atomic_write(out / status_name(task.index), "wb") as pq_handle:
+            pq.write_table(table, pq_handle)
+    return ShardResult(task.index, ok, len(task.items) - ok)
+
+
+def _worker_init() -> None:
+    # one thread per worker process: the parallelism is across processes
+    import torch
+
+    torch.set_num_threads(1)
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+
+
+def shard_complete(out: Path, index: int) -> bool:
+    return (out / shard_name(index)).is_file() and (out / status_name(index)).is_file()
+
+
+def count_ok(out: Path, index: int) -> tuple[int, int]:
+    import pyarrow.parquet as pq
+
+    column = pq.read_table(out / status_name(index), columns=["status"]).column("status").to_pylist()
+    ok = sum(1 for s in column if s == "ok")
+    return ok, len(column) - ok
+
+
+def _check_config(out: Path, config: dict) -> None:
+    path = out / CONFIG_NAME
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise InputError(f"{path}: unreadable ({err}); remove it or use another --out") from err
+        diff = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in config.items() if old.get(k) != v]
+        if diff:
+            raise InputError(
+                f"{out}: holds shards written with other arguments ({'; '.join(diff)}); "
+                "use the same arguments to resume, or another --out"
+            )
+    else:
+        write_json_atomic(config, path, indent=1)
+
+
+def _remove_stale_temps(out: Path) -> None:
+    for path in out.glob(f"{_TMP_PREFIX}*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def run_shards(
+    csv: str | os.PathLike,
+    videos: str | os.PathLike,
+    out: str | os.PathLike,
+    frames: int = 4,
+    size: int = 224,
+    shard_size: int = 1000,
+    workers: int = 0,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Write (or finish) the shards; returns a summary dict. workers=0 writes in this process."""
+    if frames <= 0 or size <= 0 or shard_size <= 0 or workers < 0:
+        raise InputError("--frames, --size and --shard-size must be positive and --workers >= 0")
+    csv, videos, out = Path(csv), Path(videos), Path(out)
+    if not videos.is_dir():
+        raise InputError(f"{videos}: video folder not found")
+    rows = read_egoclip(csv)
+    if not rows:
+        raise InputError(f"{csv}: no rows")
+    seen: set[int] = set()
+    for row in rows:
+        if row.clip_idx in seen:
+            raise InputError(f"{csv}: clip_idx {row.clip_idx} appears twice (it names the sample)")
+        seen.add(row.clip_idx)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {
+        "csv": str(csv.resolve()),
+        "csv_bytes": csv.stat().st_size,
+        "num_rows": len(rows),
+        "videos": str(videos.resolve()),
+        "frames": frames,
+        "size": size,
+        "shard_size": shard_size,
+        "seed": seed,
+    }
+    _check_config(out, config)
+    _remove_stale_temps(out)
+
+    plan = plan_shards(rows, shard_size, seed)
+    todo = [i for i in range(len(plan)) if not shard_complete(out, i)]
+    counts = {i: count_ok(out, i) for i in range(len(plan)) if i not in todo}
+    tasks = [
+        ShardTask(
+            i,
+            str(out),
+            str(videos),
+            frames,
+            size,
+            [(rows[r], rows[n] if n is not None else None, src) for r, n, src in plan[i]],
+        )
+        for i in todo
+    ]
+    if counts:
+        logger.info("resuming: %d of %d shards already complete", len(counts), len(plan))
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    todo_clips = sum(len(t.items) for t in tasks)
+    bar = tqdm(total=todo_clips, unit="clip", desc="shard", file=sys.stderr, disable=not progress)
+    try:
+        if workers == 0:
+            for task in tasks:
+                result = write_shard(task)
+                counts[result.index] = (result.ok, result.failed)
+                bar.update(len(task.items))
+        else:
+            _run_pool(tasks, workers, counts, bar)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+
+    sizes = {shard_name(i): counts[i][0] for i in range(len(plan))}
+    write_json_atomic(sizes, out / SIZES_NAME, indent=1)
+    ok = sum(c[0] for c in counts.values())
+    failed = sum(c[1] for c in counts.values())
+    written_ok = sum(counts[t.index][0] for t in tasks)
+    return {
+        "out": str(out),
+        "shards": len(plan),
+        "shards_written": len(tasks),
+        "samples": ok,
+        "failed": failed,
+        "seconds": round(seconds, 3),
+        "clips_per_s": round(written_ok / seconds, 2) if tasks and seconds > 0 else None,
+    }
+
+
+def _run_pool(tasks: list[ShardTask], workers: int, counts: dict, bar) -> None:
+    # fork where there is one: workers inherit the imported modules (importing egovlp pulls in torch
+    # and takes seconds per spawned worker). Like DataLoader workers, each sets torch to one thread,
+    # so no OpenMP pool inherited from the parent is ever entered.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
+    sizes = {t.index: len(t.items) for t in tasks}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+        pending = {pool.submit(write_shard, task) for task in tasks}
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    result = future.result()
+                    counts[result.index] = (result.ok, result.failed)
+                    bar.update(sizes[result.index])
+        except BaseException:
+            # interrupted or a worker failed: drop queued shards; finished ones stay for a resume
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="egovlp shard", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--csv", required=True, help="EgoClip csv (tab separated)")
+    parser.add_argument("--videos", required=True, help="video root: {uid}.mp4 or {uid}/{k}.mp4 chunks")
+    parser.add_argument("--out", required=True, help="output folder for the shards")
+    parser.add_argument("--frames", type=int, default=4, help="frames per clip (interval middles)")
+    parser.add_argument("--size", type=int, default=224, help="short side of the stored JPEG frames")
+    parser.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="0 = in process")
+    parser.add_argument("--seed", type=int, default=0, help="row shuffle and negative choice")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    summary = run_shards(
+        args.csv, args.videos, args.out, args.frames, args.size, args.shard_size, args.workers, args.seed
+    )
+    print(json.dumps(summary))
+    return 0

@@ -1,0 +1,113 @@
+"""Request hardening: API key check, body size limit while streaming, server-side path confinement."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from starlette.exceptions import HTTPException
+
+from serve.errors import Forbidden, NotFound, Unauthorized
+
+
+def check_api_key(authorization: str | None, api_key: str | None) -> None:
+    """Raise Unauthorized unless no key is configured or the header is `Bearer <key>`."""
+    if not api_key:
+        return
+    if not authorization:
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    scheme, _, token = authorization.partition(" ")
+    # constant-time comparison so the key cannot be guessed byte by byte from timings
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+        raise Unauthorized("invalid API key")
+
+
+def confine_path(raw: str, roots: Sequence[str | os.PathLike]) -> Path:
+    """A client-supplied server-side path -> its real path, which must lie inside one allowed root.
+
+    `..` components are refused outright; symlinks are resolved before the containment check, so a
+    link inside a root that points outside is refused too. Relative paths are taken from the first root.
+    """
+    if not roots:
+        raise Forbidden("server-side paths are disabled (start the server with --allowed-root DIR)")
+    if not raw or "\x00" in raw:
+        raise Forbidden("input.path: empty or contains a NUL byte")
+    if ".." in Path(raw).parts:
+        raise Forbidden(f"input.path {raw!r}: '..' components are not allowed")
+    real_roots = [os.path.realpath(r) for r in roots]
+    candidate = raw if os.path.isabs(raw) else os.path.join(real_roots[0], raw)
+    real = os.path.realpath(candidate)
+    for root in real_roots:
+        if os.path.commonpath([root, real]) == root:
+            break
+    else:
+        raise Forbidden(f"input.path {raw!r} is outside the allowed roots")
+    if not os.path.isfile(real):
+        raise NotFound(f"input.path {raw!r}: no such file")
+    return Path(real)
+
+
+class BodyLimitMiddleware:
+    """Pure ASGI middleware: 413 when Content-Length, or the bytes actually streamed, exceed the limit.
+
+    Counting the streamed bytes matters for chunked uploads that send no Content-Length.
+    """
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _reject(self, send) -> None:
+        body = json.dumps(
+            {"error": f"request body larger than {self.max_bytes} bytes", "type": "payload_too_large"}
+        ).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await self._reject(send)
+                    return
+        received = 0
+        started = False
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge(self.max_bytes)
+            return message
+
+        async def tracking_send(message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._reject(send)
+
+
+class _BodyTooLarge(HTTPException):
+    """An HTTPException so FastAPI's body parsing re-raises it and the app's handler answers 413."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body larger than {max_bytes} bytes")

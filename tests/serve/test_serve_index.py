@@ -1,0 +1,103 @@
+"""`egovlp index`: exact vs IVF recall, metadata alignment, incremental add, refused inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from serve_testlib import write_features
+
+from egovlp.errors import InputError
+from serve.index import add_to_index, build_index, l2_normalize, load_index, main, read_features
+
+
+def _clustered(n: int, dim: int = 16, centers: int = 20, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centers, dim))
+    return (c[rng.integers(0, centers, n)] + 0.3 * rng.standard_normal((n, dim))).astype(np.float32)
+
+
+def test_flat_index_is_exact_and_metadata_aligned(tmp_path):
+    feats = tmp_path / "f"
+    a = _clustered(7, seed=1)
+    b = _clustered(5, seed=2)
+    write_features(feats, "clipA", a, "h1", video_uid="vA")
+    write_features(feats, "clipB", b, "h1", fmt="npy", video_uid="vB")
+    info = build_index(feats, tmp_path / "idx")
+    assert info["kind"] == "flat" and info["count"] == 12 and info["recall_at_10"] == 1.0
+    idx = load_index(tmp_path / "idx", use_gpu=False)
+    hits = idx.search(b[3:4], 3)[0]
+    assert hits[0]["clip_uid"] == "clipB" and hits[0]["row"] == 3 and hits[0]["video_uid"] == "vB"
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    assert hits[0]["start"] == pytest.approx(3 * 16 / 30) and hits[0]["video_start"] == pytest.approx(
+        100 + 3 * 16 / 30
+    )
+    scores = [h["score"] for h in hits]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_ivf_recall_close_to_exact(tmp_path, capsys):
+    feats = tmp_path / "f"
+    data = _clustered(3000)
+    for i in range(3):
+        write_features(feats, f"c{i}", data[i * 1000 : (i + 1) * 1000], "h1")
+    assert (
+        main(["--features", str(feats), "--out", str(tmp_path / "ivf"), "--kind", "ivf", "--nlist", "32"])
+        == 0
+    )
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["kind"] == "ivf" and printed["count"] == 3000
+    assert printed["recall_at_10"] >= 0.95 and 1 <= printed["search_param"] <= 32
+    ivf = load_index(tmp_path / "ivf", use_gpu=False)
+    build_index(feats, tmp_path / "flat", kind="flat")
+    flat = load_index(tmp_path / "flat", use_gpu=False)
+    queries = l2_normalize(data[:50])
+    got = ivf.search(queries, 10)
+    want = flat.search(queries, 10)
+    overlap = np.mean([len({(h["clip_uid"], h["row"]) for h in g} & {(h["clip_uid"], h["row"]) for h in w}) / 10
+                       for g, w in zip(got, want, strict=True)])  # fmt: skip
+    assert overlap >= 0.9
+
+
+def test_incremental_add(tmp_path):
+    feats, new = tmp_path / "f", tmp_path / "new"
+    write_features(feats, "old", _clustered(4, seed=3), "h1")
+    build_index(feats, tmp_path / "idx")
+    extra = _clustered(3, seed=4)
+    write_features(new, "fresh", extra, "h1")
+    write_features(new, "old", _clustered(4, seed=3), "h1")  # already indexed: skipped, not duplicated
+    assert main(["--features", str(new), "--out", str(tmp_path / "idx"), "--add"]) == 0
+    idx = load_index(tmp_path / "idx", use_gpu=False)
+    assert len(idx) == 7 and idx.info["files"] == ["fresh", "old"]
+    hit = idx.search(extra[1:2], 1)[0][0]
+    assert (hit["clip_uid"], hit["row"]) == ("fresh", 1)
+    write_features(tmp_path / "other", "x", _clustered(2), "h2")
+    with pytest.raises(InputError, match="config_hash"):
+        add_to_index(tmp_path / "other", tmp_path / "idx")
+    assert len(load_index(tmp_path / "idx", use_gpu=False)) == 7  # refused add left it intact
+
+
+def test_bad_feature_folders(tmp_path, caplog):
+    feats = tmp_path / "f"
+    write_features(feats, "good", _clustered(3), "h1")
+    np.save(feats / "orphan.npy", np.zeros((2, 16), np.float32))  # no sidecar: skipped with a warning
+    fs = read_features(feats)
+    assert fs.vectors.shape == (3, 16) and "orphan" in caplog.text
+    write_features(feats, "wide", np.ones((2, 8), np.float32), "h1")
+    with pytest.raises(InputError, match="wide.*dim"):
+        read_features(feats)
+    mixed = tmp_path / "mixed"
+    write_features(mixed, "a", _clustered(2), "h1")
+    write_features(mixed, "b", _clustered(2), "h2")
+    with pytest.raises(InputError, match="config_hash"):
+        read_features(mixed)
+    with pytest.raises(InputError, match="not an index folder"):
+        load_index(tmp_path, use_gpu=False)
+    with pytest.raises(InputError, match="no feature files"):
+        build_index(_empty(tmp_path), tmp_path / "o")
+
+
+def _empty(tmp_path):
+    (tmp_path / "empty").mkdir()
+    return tmp_path / "empty"
