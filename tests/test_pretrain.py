@@ -1,0 +1,152 @@
+"""Pretraining end to end on a tiny synthetic world: resume equivalence, NaN stop, EgoMCQ."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import egovlp
+from egovlp.formats.egomcq import MCQItem, read_egomcq, write_egomcq
+from egovlp.model import EgoVLP
+from pretrain import train as train_module
+from pretrain.config import load_pretrain_config
+from pretrain.egomcq import evaluate_egomcq
+from tests.conftest import micro_config
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    from egovlp.synth import main as synth_main
+    from pretrain.shards import run_shards
+
+    root = tmp_path_factory.mktemp("world")
+    assert synth_main([str(root), "--videos", "7", "--val-videos", "5", "--short-side", "48",
+                       "--duration", "24", "--workers", "2"]) == 0
+    run_shards(root / "egoclip.csv", root / "videos", root / "shards", frames=2, size=40, shard_size=8,
+               workers=0, progress=False)
+    cfg = micro_config(num_frames=2).to_dict()
+    cfg.pop("name")
+    (root / "micro.yaml").write_text(yaml.safe_dump(cfg))
+    return root
+
+
+def config(world: Path, out: Path, **train):
+    overrides = [
+        f"model={world / 'micro.yaml'}", f"output_dir={out}", "num_frames=2",
+        f"data.shards={world / 'shards'}", f"data.taxonomy={world}", "data.batch_size=4",
+        "data.num_workers=0", "data.shuffle_buffer=8", "train.log_every=1", "train.warmup_steps=2",
+        "train.lr=1e-3",
+    ] + [f"train.{k}={v}" for k, v in train.items()]
+    return load_pretrain_config(None, overrides)
+
+
+def losses(out: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def test_resume_continues_exactly(world, tmp_path):
+    full = tmp_path / "full"
+    train_module.train(config(world, full, steps=6, checkpoint_every=3, keep_checkpoints=3))
+    reference = losses(full)
+    assert sorted(reference) == [1, 2, 3, 4, 5, 6]
+
+    # a run killed after step 3: only its step-3 checkpoint survives
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copytree(full / "checkpoints" / "step_00000003", resumed / "checkpoints" / "step_00000003")
+    (resumed / "checkpoints" / "latest").write_text("step_00000003\n")
+    summary = train_module.train(config(world, resumed, steps=6, checkpoint_every=3), resume="latest")
+    assert summary["start_step"] == 3
+    again = losses(resumed)
+    assert sorted(again) == [4, 5, 6]
+    for step in (4, 5, 6):
+        assert again[step] == pytest.approx(reference[step], rel=1e-6, abs=1e-6)
+    # the final weights agree too, and checkpoints load with the public loader
+    a = egovlp.load_model(full / "final")
+    b = egovlp.load_model(resumed / "checkpoints" / "step_00000006" / "model")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_loss_decreases_on_the_tiny_world(world, tmp_path):
+    out = tmp_path / "run"
+    train_module.train(config(world, out, steps=12, checkpoint_every=0, lr=2e-3))
+    got = losses(out)
+    assert sum(got[s] for s in (10, 11, 12)) < sum(got[s] for s in (1, 2, 3))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(world, tmp_path, monkeypatch):
+    real = train_module.egonce
+    calls = {"n": 0}
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(train_module, "egonce", failing)
+    out = tmp_path / "nan"
+    with pytest.raises(train_module.TrainingDiverged, match="step 3") as err:
+        train_module.train(config(world, out, steps=6, checkpoint_every=2))
+    assert "step_00000002" in str(err.value)
+    ckpt = out / "checkpoints" / "step_00000002"
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step_00000002"
+    egovlp.load_model(ckpt / "model")  # intact and loadable
+    assert not list((out / "checkpoints").glob(".tmp*"))
+
+
+def three_questions(world: Path, tmp_path: Path) -> Path:
+    items = read_egomcq(world / "egomcq.json")
+    inter = [i for i in items if i.type == 1][:2]
+    intra = [i for i in items if i.type == 2][:1]
+    hand = [MCQItem(str(k), it.answer, it.query, it.choices, it.type) for k, it in enumerate(inter + intra)]
+    path = tmp_path / "egomcq3.json"
+    write_egomcq(hand, path)
+    return path
+
+
+def test_egomcq_on_three_questions_matches_direct_computation(world, tmp_path):
+    from egovlp.transforms import load_clip
+
+    torch.manual_seed(0)
+    model = EgoVLP(micro_config(num_frames=2)).eval()
+    items = read_egomcq(three_questions(world, tmp_path))
+    assert len(items) == 3
+    scores = evaluate_egomcq(model, items, str(world / "videos"), num_frames=2, batch_size=2, num_workers=0)
+    assert (scores["n_inter"], scores["n_intra"]) == (2, 1)
+
+    correct = {1: [], 2: []}
+    for item in items:
+        clips = torch.stack([
+            load_clip(world / "videos" / f"{c['video_uid']}.mp4", float(c["clip_start"]), float(c["clip_end"]),
+                      num_frames=2, size=32) for c in item.choices
+        ])
+        sims = torch.nn.functional.cosine_similarity(model.encode_video(clips), model.encode_text([item.query["clip_text"]]))
+        correct[item.type].append(int(sims.argmax()) == item.answer)
+    assert scores["inter"] == pytest.approx(100 * sum(correct[1]) / 2)
+    assert scores["intra"] == pytest.approx(100 * sum(correct[2]) / 1)
+
+    # split over 2 "processes": the same numbers, each question counted once
+    parts = [evaluate_egomcq(model, items, str(world / "videos"), 2, 2, 0, rank=r, world_size=2,
+                             gather=lambda obj: [obj]) for r in (0, 1)]
+    assert parts[0]["n_inter"] + parts[0]["n_intra"] + parts[1]["n_inter"] + parts[1]["n_intra"] == 3
+
+
+def test_egomcq_cli_prints_the_contract_json(world, tmp_path, capsys):
+    from egovlp.cli import run
+
+    torch.manual_seed(0)
+    EgoVLP(micro_config(num_frames=2)).save_pretrained(tmp_path / "m")
+    code = run(["eval", "egomcq", "--model", str(tmp_path / "m"), "--data", str(three_questions(world, tmp_path)),
+                "--videos", str(world / "videos"), "--frames", "2", "--workers", "0"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"inter", "intra", "n_inter", "n_intra"} and out["n_inter"] == 2
+    assert run(["eval", "egomcq", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "missing.json"),
+                "--videos", str(world / "videos")]) == 2
