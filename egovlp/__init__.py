@@ -30,7 +30,20 @@ _EXPORTS = {
     "CheckpointError": "egovlp.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "CheckpointError",
+    "EgoVLP",
+    "InputError",
+    "ModelConfig",
+    "TextTowerConfig",
+    "VideoReadError",
+    "VideoTowerConfig",
+    "convert_checkpoint",
+    "create_model",
+    "load_config",
+    "load_model",
+    "save_pretrained",
+]
 
 if TYPE_CHECKING:
     from egovlp.checkpoint import convert_checkpoint, load_model, save_pretrained
