@@ -65,11 +65,16 @@ class DividedAttention(nn.Module):
         qg = grouped(q).reshape(B * G, H, L, hd)
         out = _grouped_attention(qg, with_cls(k), with_cls(v)).view(B, G, H, L, hd)
 
-        # back to the token layout (B, N, H, hd), written in place rather than concatenated
-        merged = x.new_empty(B, N, H, hd)
-        merged[:, :1] = cls_out.transpose(1, 2)
-        patches = merged[:, 1:].view(B, Fr, P, H, hd)
-        patches.copy_(out.permute(0, 1, 3, 2, 4) if mode == "space" else out.permute(0, 3, 1, 2, 4))
+        out = out.permute(0, 1, 3, 2, 4) if mode == "space" else out.permute(0, 3, 1, 2, 4)  # (B, F, P, H, hd)
+        cls_out = cls_out.transpose(1, 2)  # (B, 1, H, hd)
+        if torch.is_grad_enabled():
+            # training: a concatenation, whose backward is a cheap split
+            merged = torch.cat([cls_out, out.reshape(B, Fr * P, H, hd)], dim=1)
+        else:
+            # inference: one write into the token layout (B, N, H, hd) instead of two copies
+            merged = x.new_empty(B, N, H, hd)
+            merged[:, :1] = cls_out
+            merged[:, 1:].view(B, Fr, P, H, hd).copy_(out)
         return self.proj(merged.view(B, N, D))
 
 

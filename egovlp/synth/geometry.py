@@ -19,7 +19,7 @@ V_EXTENT = {
     "disk": (-0.95, 0.95),
     "box": (-0.7, 0.7),
     "tall": (-1.0, 1.0),
-    "bar": (-0.28, 0.28),
+    "bar": (-0.36, 0.36),
     "triangle": (-0.95, 0.75),
     "ring": (-0.97, 0.97),
     "cross": (-0.95, 0.95),
@@ -51,7 +51,7 @@ def _unit_sdf(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     if shape == "tall":
         return _ellipse(u, v, 0.5, 1.0)
     if shape == "bar":
-        return _box(u, v, 1.0, 0.22) - 0.06
+        return _box(u, v, 1.0, 0.3) - 0.06
     if shape == "triangle":  # pointing up
         side = np.abs(u) * 0.873 - v * 0.488 - 0.464  # unit normal of the edge apex -> base corner
         return np.maximum(side, v - 0.75)

@@ -212,8 +212,8 @@ def _rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
 
 def _make_scene(rng: np.random.Generator, duration: float) -> Scene:
     # muted, mid-bright surfaces so that saturated, white and black objects all stand out
-    wall = _rgb(rng.random(), rng.uniform(0.05, 0.3), rng.uniform(0.5, 0.8))
-    table = _rgb(rng.random(), rng.uniform(0.08, 0.35), rng.uniform(0.42, 0.68))
+    wall = _rgb(rng.random(), rng.uniform(0.03, 0.18), rng.uniform(0.5, 0.8))
+    table = _rgb(rng.random(), rng.uniform(0.04, 0.2), rng.uniform(0.42, 0.68))
     jitter = []
     for _axis in range(2):
         for amp in (0.6, 0.4):
@@ -262,9 +262,9 @@ def _make_actions(
                 noun=noun,
                 start=start,
                 end=end,
-                x0=round(float(rng.uniform(-0.1, 0.1)), 4),
+                x0=round(float(rng.uniform(-0.08, 0.08)), 4),
                 y0=round(float(rng.uniform(-0.03, 0.05)), 4),
-                scale=round(float(rng.uniform(0.85, 1.15)), 4),
+                scale=round(float(rng.uniform(0.9, 1.1)), 4),
                 direction=int(rng.choice([-1, 1])),
                 hand=int(rng.choice([-1, 1])),
             )
@@ -316,7 +316,7 @@ def _smooth(u: float, a: float = 0.0, b: float = 1.0) -> float:
 
 # y levels (S units from the centre): resting on the table, lifted, held mid-air
 Y_REST, Y_HIGH = 0.2, -0.17
-RADIUS = 0.15  # object radius in S units at scale 1
+RADIUS = 0.18  # object radius in S units at scale 1: large, so the object dominates its clip
 
 
 def _action_state(a: Action, u: float) -> tuple[float, float, float, float, float, float, float, bool]:
@@ -335,10 +335,10 @@ def _action_state(a: Action, u: float) -> tuple[float, float, float, float, floa
         lid = 0.7 * (1 - _smooth(u, 0.1, 0.9))
     elif name == "push":
         y = Y_REST - 0.03
-        x = a.x0 + a.direction * 0.2 * (2 * _smooth(u, 0.05, 0.95) - 1)
+        x = a.x0 + a.direction * 0.16 * (2 * _smooth(u, 0.05, 0.95) - 1)
     elif name == "pull":
         k = _smooth(u, 0.05, 0.95)
-        y = -0.08 + 0.3 * k
+        y = -0.1 + 0.28 * k
         sx = sy = 0.75 + 0.55 * k
     elif name == "turn":
         angle = a.direction * math.pi * _smooth(u, 0.05, 0.95)

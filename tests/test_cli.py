@@ -1,0 +1,93 @@
+"""The `egovlp` dispatcher and the library commands: JSON on stdout, exit code 2 on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from egovlp.cli import run
+from egovlp.model import EgoVLP
+from tests.conftest import micro_config
+from tests.test_checkpoint import write_official_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_mp4(path: Path, seconds: float = 2.0, fps: int = 30, size: tuple[int, int] = (64, 48)) -> Path:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for i in range(int(seconds * fps)):
+            img = np.full((size[1], size[0], 3), (i * 4) % 255, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def micro_dir(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    model = EgoVLP(micro_config())
+    model.save_pretrained(tmp_path / "model")
+    return tmp_path / "model"
+
+
+def test_embed_text_and_video(tmp_path, capsys):
+    model = micro_dir(tmp_path)
+    assert run(["embed", "--model", str(model), "--text", "C opens the fridge", "--text", "a cup"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["dim"] == 16 and [d["text"] for d in out["data"]] == ["C opens the fridge", "a cup"]
+    import egovlp
+
+    reference = egovlp.load_model(model)
+    torch.testing.assert_close(torch.tensor(out["data"][0]["embedding"]), reference.encode_text(["C opens the fridge"])[0])
+
+    video = write_mp4(tmp_path / "clip.mp4")
+    assert run(["embed", "--model", str(model), "--video", str(video), "--start", "0.5", "--end", "1.5",
+                "--normalize"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    vec = torch.tensor(out["data"][0]["embedding"])
+    assert vec.shape == (16,) and abs(vec.norm().item() - 1) < 1e-5
+
+
+def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
+    model = micro_dir(tmp_path)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    cases = [
+        ["embed", "--model", str(tmp_path / "nope"), "--text", "x"],
+        ["embed", "--model", str(model), "--video", str(empty)],
+        ["embed", "--model", str(model), "--video", str(tmp_path / "missing.mp4")],
+        ["embed", "--model", str(model), "--video", str(write_mp4(tmp_path / "v.mp4")), "--start", "5"],
+        ["convert", str(tmp_path / "nope.pth"), str(tmp_path / "out")],
+    ]
+    for argv in cases:
+        assert run(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "Traceback" not in err and err.startswith("egovlp "), err
+
+
+def test_convert_command_and_console_script(tmp_path):
+    torch.manual_seed(0)
+    model = EgoVLP(micro_config())
+    write_official_checkpoint(model, tmp_path / "egovlp.pth")
+    import yaml
+
+    cfg = micro_config().to_dict()
+    cfg.pop("name")
+    (tmp_path / "micro.yaml").write_text(yaml.safe_dump(cfg))
+    result = subprocess.run(
+        [sys.executable, "-m", "egovlp", "convert", str(tmp_path / "egovlp.pth"), str(tmp_path / "conv"),
+         "--config", str(tmp_path / "micro.yaml")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["config_hash"] == micro_config().config_hash()
+    assert (tmp_path / "conv" / "model.safetensors").is_file()
+    bad = subprocess.run([sys.executable, "-m", "egovlp", "nonsense"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2
