@@ -1,0 +1,100 @@
+"""`egovlp heads train|predict nlq|mq|vq2d ...`: train a head on cached features or write its predictions.
+
+    egovlp heads train nlq --config configs/heads/nlq.yaml --ann nlq_train.json \
+        --features feats/nlq --text-features feats/text_train --out runs/nlq
+    egovlp heads predict nlq --checkpoint runs/nlq/checkpoint.pt --ann nlq_val.json \
+        --features feats/nlq --text-features feats/text_val --out nlq_pred.json
+    egovlp eval nlq --gt nlq_val.json --pred nlq_pred.json
+
+A one-line JSON summary goes to stdout; progress bars and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "heads"
+
+TASKS = {
+    "nlq": "NLQ span localization (VSLNet-style) on [T, 256] clip features + query text features",
+    "mq": "Moment queries: ActionFormer-style multi-scale detector (focal + DIoU, Soft-NMS, optional ASL)",
+    "vq2d": "VQ2D: query-to-frame attention + spatio-temporal transformer + anchor boxes on frame grids",
+}
+
+
+def _module(task: str, action: str):
+    return importlib.import_module(f"heads.{task}.{action}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="egovlp heads", description=__doc__.split("\n")[0])
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, summary in (
+        ("train", "train a head"),
+        ("predict", "write predictions in the challenge format"),
+    ):
+        sub = actions.add_parser(action, help=summary, description=summary)
+        tasks = sub.add_subparsers(dest="task", required=True, metavar="TASK")
+        for task, help_ in TASKS.items():
+            p = tasks.add_parser(task, help=help_, description=f"{action} {task}: {help_}")
+            p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto (default cpu)")
+            p.add_argument("--quiet", action="store_true", help="no progress bars")
+            p.add_argument(
+                "--threads", type=int, help="torch CPU threads (small heads often run fastest on 1)"
+            )
+            if action == "train":
+                p.add_argument(
+                    "--config", type=Path, help=f"YAML options (default configs/heads/{task}.yaml)"
+                )
+                p.add_argument(
+                    "--out", required=True, type=Path, help="run folder: checkpoint.pt, config.json"
+                )
+                p.add_argument("--epochs", type=int, help="override the config's epochs")
+                p.add_argument("--seed", type=int, help="override the config's seed")
+                p.add_argument("--lr", type=float, help="override the config's learning rate")
+                p.add_argument("--batch-size", type=int, help="override the config's batch size")
+            else:
+                p.add_argument(
+                    "--checkpoint", required=True, type=Path, help="checkpoint.pt from `heads train`"
+                )
+                p.add_argument("--out", required=True, type=Path, help="prediction JSON to write")
+            _module(task, action).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
+    if args.action == "train":
+        if args.config is None and (CONFIGS / f"{args.task}.yaml").is_file():
+            args.config = CONFIGS / f"{args.task}.yaml"
+        args.overrides = {
+            "epochs": args.epochs,
+            "seed": args.seed,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+        }
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+        )
+    summary = _module(args.task, args.action).run(args)
+    print(json.dumps({k: v for k, v in summary.items() if k != "losses"} | _last_loss(summary)))
+    return 0
+
+
+def _last_loss(summary: dict) -> dict:
+    losses = summary.get("losses")
+    return {"first_loss": losses[0], "final_loss": losses[-1]} if losses else {}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""NLQ head: VSLNet-style span localization on cached clip features and query text features."""
