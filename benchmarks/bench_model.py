@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import egovlp  # noqa: E402
@@ -60,8 +60,15 @@ def matmul_gflops(device: torch.device, dtype: torch.dtype, repeats: int) -> tup
     return best, best_shape
 
 
+def _cpu_flash_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    # torch counts the CUDA flash/efficient kernels but not the CPU flash kernel: same formula
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
 def count_flops(model: egovlp.EgoVLP, frames: torch.Tensor) -> int:
-    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+    """FLOP of one forward, attention included (matmuls, convolution, QK^T and AV)."""
+    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_flops}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter, torch.inference_mode():
         model.embed_video(frames)
     return counter.get_total_flops()
 
