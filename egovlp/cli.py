@@ -7,6 +7,7 @@ does not import FastAPI, and `egovlp serve` does not import the training loop.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -77,6 +78,9 @@ def run(argv: Sequence[str]) -> int:
 
 
 def main() -> None:
+    # Idle OpenMP threads sleep instead of spinning: our jobs run decoders beside the model, and
+    # spinning threads starve them (several times slower on a 2-core machine). Set before torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     sys.exit(run(sys.argv[1:]))
 
 

@@ -186,6 +186,10 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> dict:
         mixed_precision=precision, gradient_accumulation_steps=opts.grad_accum, cpu=not cuda
     )
     rank, world = accelerator.process_index, accelerator.num_processes
+    if not cuda:
+        # decoding workers and the model share the cores: oversubscribed OpenMP threads stall
+        cores = max(1, (os.cpu_count() or 1) // world)
+        torch.set_num_threads(max(1, cores - cfg.data.num_workers))
     set_seed(opts.seed)
     output_dir = Path(cfg.output_dir)
     if accelerator.is_main_process:

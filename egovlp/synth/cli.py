@@ -22,8 +22,12 @@ from egovlp.synth.world import VideoPlan, frame_size, make_world
 
 log = logging.getLogger(__name__)
 
-DEFAULT_VIDEOS = 24
-DEFAULT_DURATION = 36.0
+# Many short scenes rather than a few long ones: with 18 training scenes a tiny model trained from
+# scratch memorizes scene -> objects (EgoMCQ inter ~50% on new scenes); with 30 it learns the objects
+# (~73% inter, ~68% intra after 300 steps of 16 + 16 scene-aware negatives). 40 x 30 s renders in
+# ~75 s on one core.
+DEFAULT_VIDEOS = 40
+DEFAULT_DURATION = 30.0
 DEFAULT_SHORT_SIDE = 256
 MIN_DURATION = 8.0
 
@@ -128,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--short-side", type=int, default=DEFAULT_SHORT_SIDE, help="frame height in px, 4:3 frames"
     )
-    p.add_argument("--duration", type=float, default=DEFAULT_DURATION, help="seconds per video")
+    p.add_argument(
+        "--duration", type=float, default=DEFAULT_DURATION, help="seconds per video (default %(default)s)"
+    )
     p.add_argument("--workers", type=int, default=None, help="render processes (default min(4, cpus))")
     p.add_argument("--val-videos", type=int, default=None, help="videos in the val split (default a quarter)")
     p.add_argument("--annotations-only", action="store_true", help="write the annotation files, no videos")

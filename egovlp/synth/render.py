@@ -22,6 +22,7 @@ from egovlp.synth import geometry as geo
 from egovlp.synth.world import (
     FPS,
     NOUNS,
+    ObjectPose,
     Scene,
     VideoPlan,
     active_action,
@@ -33,8 +34,9 @@ from egovlp.synth.world import (
 
 log = logging.getLogger(__name__)
 
-CRF = 23
-PRESET = "veryfast"  # x264 preset: the default dataset must encode in well under 90 s on one core
+# x264 settings: crf 23 as usual; "veryfast" because the default dataset must render and encode in
+# well under 90 s on one core (slower presets buy little on these flat pictures)
+X264_OPTIONS = {"crf": "23", "preset": "veryfast"}
 GOP = 30  # one keyframe a second keeps clip seeks cheap for the shard writer
 
 
@@ -140,7 +142,10 @@ def render_frame(plan: VideoPlan, t: float, bg: Background) -> np.ndarray:
     return frame
 
 
-def _draw_object(frame, pose, rgb, gain, origin) -> None:
+def _draw_object(
+    frame: np.ndarray, pose: ObjectPose, rgb: tuple[int, int, int], gain: np.ndarray, origin: tuple[int, int]
+) -> None:
+    """Paint the object into frame [H, W, 3] in place; origin = the frame's corner in the canvas."""
     height, width = frame.shape[:2]
     e = geo.object_extent(pose)
     win = geo.region(pose.cx, pose.cy, e, e, width, height)
@@ -175,7 +180,10 @@ def _hand_sprite(offset: tuple[int, int], side: int, short_side: int, skin: tupl
     return alpha, colour, x0, y0
 
 
-def _draw_hand(frame, pose, side, scene: Scene, gain, origin) -> None:
+def _draw_hand(
+    frame: np.ndarray, pose: ObjectPose, side: int, scene: Scene, gain: np.ndarray, origin: tuple[int, int]
+) -> None:
+    """Paint the hand holding the object (over it: it may occlude part of it)."""
     height, width = frame.shape[:2]
     offset = geo.hand_offset(pose, side)
     alpha, colour, sx0, sy0 = _hand_sprite(offset, side, height, scene.skin_rgb)
@@ -203,7 +211,7 @@ def render_video(plan: VideoPlan, path: Path, short_side: int) -> int:
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.mp4")
     try:
         with av.open(str(tmp), "w", format="mp4") as out:
-            stream = out.add_stream("libx264", rate=FPS, options={"crf": str(CRF), "preset": PRESET})
+            stream = out.add_stream("libx264", rate=FPS, options=dict(X264_OPTIONS))
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             stream.codec_context.gop_size = GOP
             stream.thread_count = 1  # parallelism is one process per video
