@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("egovlp.commands:embed_main", "embed a text or a video clip, print JSON"),
     "synth": ("egovlp.synth:main", "write the synthetic egocentric dataset"),
     "shard": ("pretrain.shards:main", "EgoClip csv + videos -> webdataset shards"),
+    "loader": ("pretrain.loader:main", "one epoch through the training loader (a data check)"),
     "pretrain": ("pretrain.train:main", "EgoNCE pretraining through accelerate"),
     "extract": ("extract.cli:main", "batch features for NLQ / MQ / VQ2D / text"),
     "index": ("serve.index:main", "FAISS index over extracted features"),

@@ -243,3 +243,47 @@ def make_train_loader(
     loader.num_batches = worker_batches * max(1, num_workers) if worker_batches else None
     loader.num_samples = loader.num_batches * batch_size * world_size if worker_batches else None
     return loader
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pretrain.loader --shards DIR --taxonomy DIR`: one epoch through the loader, with stats."""
+    import argparse
+    import sys
+    import time
+
+    from tqdm import tqdm
+
+    from egovlp.formats.taxonomy import read_taxonomy
+
+    p = argparse.ArgumentParser(prog="python -m pretrain.loader", description=main.__doc__)
+    p.add_argument("--shards", required=True, help="shard folder, brace pattern or glob")
+    p.add_argument("--taxonomy", required=True, help="folder with verb_taxonomy.json / noun_taxonomy.json")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--epoch-size", type=int, default=0, help="clips (default: all samples of the shards)")
+    p.add_argument("--size", type=int, default=224)
+    args = p.parse_args(argv)
+    urls = expand_shards(args.shards)
+    epoch = args.epoch_size or num_samples(urls) or 0
+    if epoch <= 0:
+        raise InputError(f"{args.shards}: no sizes.json beside the shards; pass --epoch-size")
+    verbs = len(read_taxonomy(Path(args.taxonomy) / "verb_taxonomy.json"))
+    nouns = len(read_taxonomy(Path(args.taxonomy) / "noun_taxonomy.json"))
+    loader = make_train_loader(urls, args.batch_size, args.workers, epoch, 0, verbs, nouns, args.size)
+    t0, clips, same_segment = time.perf_counter(), 0, 0
+    shape = None
+    for batch in tqdm(loader, total=loader.num_batches, desc="epoch", file=sys.stderr):
+        half = len(batch["segment"]) // 2
+        same_segment += sum(a == b for a, b in zip(batch["segment"][:half], batch["segment"][half:], strict=True))
+        clips += len(batch["segment"])
+        shape = list(batch["video"].shape)
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"batches": loader.num_batches, "clips": clips, "video_batch_shape": shape,
+                      "negatives_from_same_segment": same_segment, "clips_per_s": round(clips / seconds, 1)}))
+    return 0
+
+
+if __name__ == "__main__":
+    from egovlp.cli import run
+
+    raise SystemExit(run(["loader", *__import__("sys").argv[1:]]))
