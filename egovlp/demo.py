@@ -102,9 +102,13 @@ def _extract_index_search(args, out: Path, data: Path, model_dir: Path, summary:
     egovlp("extract", "--model", str(model_dir), "--preset", "nlq", "--input", str(data / "nlq_val.json"),
            "--videos", str(data / "videos"), "--out", str(feats), "--workers", "1")
     extract_seconds = time.perf_counter() - t0
-    n = len(list(feats.glob("*.pt")))
-    print(f"extracted NLQ features for {n} clips in {extract_seconds:.1f}s", flush=True)
-    summary.add(extract={"clips": n, "seconds": round(extract_seconds, 1), "dir": str(feats)})
+    sidecars = sorted(p for p in feats.glob("*.json"))
+    shapes = {p.stem: [json.loads(p.read_text())["num_rows"], json.loads(p.read_text())["dim"]] for p in sidecars}
+    print(f"extracted NLQ features for {len(shapes)} clips in {extract_seconds:.1f}s:", flush=True)
+    for name, shape in list(shapes.items())[:5]:
+        print(f"  {name}.pt  [{shape[0]}, {shape[1]}] float32 at 1.875 rows/s", flush=True)
+    summary.add(extract={"clips": len(shapes), "seconds": round(extract_seconds, 1), "dir": str(feats),
+                         "shapes": shapes})
     if args.skip_serve or not (ROOT / "serve" / "app.py").is_file():
         return
     index = out / "index"
