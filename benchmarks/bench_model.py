@@ -73,7 +73,9 @@ def count_flops(model: egovlp.EgoVLP, frames: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def bench_config(name: str, device: torch.device, batch: int, frames: int, repeats: int, amp: torch.dtype | None):
+def bench_config(
+    name: str, device: torch.device, batch: int, frames: int, repeats: int, amp: torch.dtype | None
+):
     model = egovlp.create_model(CONFIGS / f"{name}.yaml", device=str(device))
     model.autocast_dtype = amp
     x = torch.randn(batch, frames, 3, model.cfg.video.img_size, model.cfg.video.img_size, device=device)
@@ -95,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = [(torch.device("cpu"), torch.float32, None)]
     if torch.cuda.is_available():
-        runs += [(torch.device("cuda"), torch.float32, None), (torch.device("cuda"), torch.bfloat16, torch.bfloat16)]
+        runs += [
+            (torch.device("cuda"), torch.float32, None),
+            (torch.device("cuda"), torch.bfloat16, torch.bfloat16),
+        ]
     print(f"torch {torch.__version__}, {args.threads} CPU threads, batch {args.batch}, {args.frames} frames")
     for device, mm_dtype, amp in runs:
         peak, shape = matmul_gflops(device, mm_dtype, args.repeats)

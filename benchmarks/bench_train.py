@@ -36,7 +36,10 @@ def make_step(name: str, device: torch.device, batch: int, frames: int, amp: tor
         "verb": (torch.rand(batch, 10, device=device) < 0.2).float(),
         "noun": (torch.rand(batch, 30, device=device) < 0.1).float(),
     }
-    tokens = {k: v.to(device) for k, v in model.tokenizer([f"#C C picks up the cup {i}" for i in range(batch)]).items()}
+    tokens = {
+        k: v.to(device)
+        for k, v in model.tokenizer([f"#C C picks up the cup {i}" for i in range(batch)]).items()
+    }
 
     def step():
         with torch.autocast(device.type, dtype=amp) if amp else torch.autocast(device.type, enabled=False):
@@ -73,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
             flops = counter.get_total_flops()
             sec = timed(step, device, args.repeats, warmup=0)  # the counted step was the warm-up
             achieved = flops / sec / 1e9
-            print(f"[{label}] {name:<12} {args.batch / sec:7.2f} clips/s  {flops / 1e9:8.1f} GFLOP/step  "
-                  f"{achieved:7.1f} GFLOP/s  MFU {achieved / peak:.2f}")
+            print(
+                f"[{label}] {name:<12} {args.batch / sec:7.2f} clips/s  {flops / 1e9:8.1f} GFLOP/step  "
+                f"{achieved:7.1f} GFLOP/s  MFU {achieved / peak:.2f}"
+            )
     return 0
 
 

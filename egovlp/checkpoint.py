@@ -141,9 +141,7 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike) -> Non
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {
-        k: v.detach().to("cpu").contiguous()
-        for k, v in model.state_dict().items()
-        if k not in _IGNORED_KEYS
+        k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items() if k not in _IGNORED_KEYS
     }
     _atomic_write(directory, WEIGHTS_NAME, lambda p: save_file(state, p, metadata={"format": "pt"}))
     config = json.dumps(model.cfg.to_dict(), indent=2)

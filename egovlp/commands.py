@@ -13,7 +13,8 @@ from egovlp.errors import InputError
 
 def convert_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="egovlp convert", description="Convert a released EgoVLP checkpoint to safetensors + config.json."
+        prog="egovlp convert",
+        description="Convert a released EgoVLP checkpoint to safetensors + config.json.",
     )
     parser.add_argument("checkpoint", help="official EgoVLP checkpoint (.pth)")
     parser.add_argument("out_dir", help="output directory")

@@ -58,16 +58,35 @@ def main(argv: list[str] | None = None) -> int:
     if not (data / "egomcq.json").is_file():
         egovlp("synth", str(data), *(["--videos", str(args.videos)] if args.videos else []))
     if not (data / "shards" / "sizes.json").is_file():
-        egovlp("shard", "--csv", str(data / "egoclip.csv"), "--videos", str(data / "videos"),
-               "--out", str(data / "shards"), "--shard-size", "64", "--workers", "2")
+        egovlp(
+            "shard",
+            "--csv",
+            str(data / "egoclip.csv"),
+            "--videos",
+            str(data / "videos"),
+            "--out",
+            str(data / "shards"),
+            "--shard-size",
+            "64",
+            "--workers",
+            "2",
+        )
 
     # the untrained model, saved so that eval runs the same code path as after training
     untrained = out / "untrained"
     if not (untrained / "model.safetensors").is_file():
-        subprocess.run([sys.executable, "-c", (
-            "import torch, egovlp; torch.manual_seed(0); "
-            f"egovlp.create_model('configs/model/tiny.yaml').save_pretrained({str(untrained)!r})")],
-            cwd=ROOT, check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                (
+                    "import torch, egovlp; torch.manual_seed(0); "
+                    f"egovlp.create_model('configs/model/tiny.yaml').save_pretrained({str(untrained)!r})"
+                ),
+            ],
+            cwd=ROOT,
+            check=True,
+        )
     mcq = ["--data", str(data / "egomcq.json"), "--videos", str(data / "videos"), "--workers", "1"]
     before = json.loads(egovlp("eval", "egomcq", "--model", str(untrained), *mcq, capture=True))
     print(f"EgoMCQ before training: inter {before['inter']:.1f}%  intra {before['intra']:.1f}%", flush=True)
@@ -75,8 +94,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # the demo measures EgoMCQ itself before and after, so the trainer skips its own final pass
     # the demo measures EgoMCQ itself, before and after, so the trainer skips its own final pass
-    overrides = [f"output_dir={out / 'pretrain'}", f"data.shards={data / 'shards'}", f"data.taxonomy={data}",
-                 "egomcq.data="]
+    overrides = [
+        f"output_dir={out / 'pretrain'}",
+        f"data.shards={data / 'shards'}",
+        f"data.taxonomy={data}",
+        "egomcq.data=",
+    ]
     if args.steps:
         overrides.append(f"train.steps={args.steps}")
     shutil.rmtree(out / "pretrain", ignore_errors=True)
@@ -85,8 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     pretrain_seconds = time.perf_counter() - t0
     model_dir = out / "pretrain" / "final"
     after = json.loads(egovlp("eval", "egomcq", "--model", str(model_dir), *mcq, capture=True))
-    print(f"EgoMCQ after {pretrain_seconds:.0f}s of training: inter {after['inter']:.1f}%  "
-          f"intra {after['intra']:.1f}%", flush=True)
+    print(
+        f"EgoMCQ after {pretrain_seconds:.0f}s of training: inter {after['inter']:.1f}%  "
+        f"intra {after['intra']:.1f}%",
+        flush=True,
+    )
     summary.add(egomcq_after=after, pretrain_seconds=round(pretrain_seconds, 1))
 
     _extract_index_search(args, out, data, model_dir, summary)
@@ -101,16 +127,37 @@ def _extract_index_search(args, out: Path, data: Path, model_dir: Path, summary:
         return
     feats = out / "features" / "nlq"
     t0 = time.perf_counter()
-    egovlp("extract", "--model", str(model_dir), "--preset", "nlq", "--input", str(data / "nlq_val.json"),
-           "--videos", str(data / "videos"), "--out", str(feats), "--workers", "1")
+    egovlp(
+        "extract",
+        "--model",
+        str(model_dir),
+        "--preset",
+        "nlq",
+        "--input",
+        str(data / "nlq_val.json"),
+        "--videos",
+        str(data / "videos"),
+        "--out",
+        str(feats),
+        "--workers",
+        "1",
+    )
     extract_seconds = time.perf_counter() - t0
     sidecars = sorted(p for p in feats.glob("*.json"))
-    shapes = {p.stem: [json.loads(p.read_text())["num_rows"], json.loads(p.read_text())["dim"]] for p in sidecars}
+    shapes = {
+        p.stem: [json.loads(p.read_text())["num_rows"], json.loads(p.read_text())["dim"]] for p in sidecars
+    }
     print(f"extracted NLQ features for {len(shapes)} clips in {extract_seconds:.1f}s:", flush=True)
     for name, shape in list(shapes.items())[:5]:
         print(f"  {name}.pt  [{shape[0]}, {shape[1]}] float32 at 1.875 rows/s", flush=True)
-    summary.add(extract={"clips": len(shapes), "seconds": round(extract_seconds, 1), "dir": str(feats),
-                         "shapes": shapes})
+    summary.add(
+        extract={
+            "clips": len(shapes),
+            "seconds": round(extract_seconds, 1),
+            "dir": str(feats),
+            "shapes": shapes,
+        }
+    )
     if args.skip_serve or not (ROOT / "serve" / "app.py").is_file():
         return
     index = out / "index"
@@ -119,8 +166,20 @@ def _extract_index_search(args, out: Path, data: Path, model_dir: Path, summary:
 
 
 def _one_search(model_dir: Path, index: Path, port: int = 8765) -> list:
-    cmd = [sys.executable, "-m", "egovlp", "serve", "--model", str(model_dir), "--index", str(index),
-           "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "egovlp",
+        "serve",
+        "--model",
+        str(model_dir),
+        "--index",
+        str(index),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     server = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -134,7 +193,9 @@ def _one_search(model_dir: Path, index: Path, port: int = 8765) -> list:
                 time.sleep(1)
         query = "C picks up the red cup"
         body = json.dumps({"query": query, "k": 5}).encode()
-        req = urllib.request.Request(base + "/v1/search", data=body, headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            base + "/v1/search", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=60) as r:
             results = json.loads(r.read())["results"]
         print(f"search {query!r}:")

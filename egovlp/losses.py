@@ -41,7 +41,9 @@ def egonce(
     plain InfoNCE (only the diagonal is positive).
     """
     if text_emb.shape != video_emb.shape or text_emb.dim() != 2:
-        raise ValueError(f"egonce: text {tuple(text_emb.shape)} and video {tuple(video_emb.shape)} must be [N, D]")
+        raise ValueError(
+            f"egonce: text {tuple(text_emb.shape)} and video {tuple(video_emb.shape)} must be [N, D]"
+        )
     n = text_emb.shape[0]
     t = F.normalize(text_emb.float(), dim=-1, eps=1e-8)
     v = F.normalize(video_emb.float(), dim=-1, eps=1e-8)

@@ -95,7 +95,9 @@ class EgoVLP(nn.Module):
             shape = tuple(frames.shape) if torch.is_tensor(frames) else type(frames).__name__
             raise InputError(f"frames: expected a tensor [B, F, 3, H, W], got {shape}")
         if frames.shape[3] != v.img_size or frames.shape[4] != v.img_size:
-            raise InputError(f"frames: expected {v.img_size}x{v.img_size} pixels, got {tuple(frames.shape[3:])}")
+            raise InputError(
+                f"frames: expected {v.img_size}x{v.img_size} pixels, got {tuple(frames.shape[3:])}"
+            )
         if not 1 <= frames.shape[1] <= v.num_frames:
             raise InputError(f"frames: expected 1..{v.num_frames} frames per clip, got {frames.shape[1]}")
 

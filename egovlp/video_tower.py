@@ -65,7 +65,9 @@ class DividedAttention(nn.Module):
         qg = grouped(q).reshape(B * G, H, L, hd)
         out = _grouped_attention(qg, with_cls(k), with_cls(v)).view(B, G, H, L, hd)
 
-        out = out.permute(0, 1, 3, 2, 4) if mode == "space" else out.permute(0, 3, 1, 2, 4)  # (B, F, P, H, hd)
+        out = (
+            out.permute(0, 1, 3, 2, 4) if mode == "space" else out.permute(0, 3, 1, 2, 4)
+        )  # (B, F, P, H, hd)
         cls_out = cls_out.transpose(1, 2)  # (B, 1, H, hd)
         if torch.is_grad_enabled():
             # training: a concatenation, whose backward is a cheap split
@@ -126,9 +128,7 @@ class SpaceTimeTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.patches_per_frame, D))
         self.temporal_embed = nn.Parameter(torch.zeros(1, cfg.num_frames, D))
-        self.blocks = nn.ModuleList(
-            SpaceTimeBlock(D, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth)
-        )
+        self.blocks = nn.ModuleList(SpaceTimeBlock(D, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(D, eps=1e-6)
         self.grad_checkpointing = False
         self.init_weights()

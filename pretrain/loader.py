@@ -145,7 +145,11 @@ class _SkipAndNumber:
         _, _, worker, num_workers = wds.utils.pytorch_worker_info()
         workers = max(1, num_workers)
         # the DataLoader takes batches round-robin: worker w made batches w, w + W, w + 2W, ...
-        skip = (self.skip_batches - worker + workers - 1) // workers * self.batch_size if self.skip_batches else 0
+        skip = (
+            (self.skip_batches - worker + workers - 1) // workers * self.batch_size
+            if self.skip_batches
+            else 0
+        )
         for position, sample in enumerate(source):
             if position >= skip:
                 sample["__position__"] = position
@@ -274,12 +278,23 @@ def main(argv: list[str] | None = None) -> int:
     shape = None
     for batch in tqdm(loader, total=loader.num_batches, desc="epoch", file=sys.stderr):
         half = len(batch["segment"]) // 2
-        same_segment += sum(a == b for a, b in zip(batch["segment"][:half], batch["segment"][half:], strict=True))
+        same_segment += sum(
+            a == b for a, b in zip(batch["segment"][:half], batch["segment"][half:], strict=True)
+        )
         clips += len(batch["segment"])
         shape = list(batch["video"].shape)
     seconds = time.perf_counter() - t0
-    print(json.dumps({"batches": loader.num_batches, "clips": clips, "video_batch_shape": shape,
-                      "negatives_from_same_segment": same_segment, "clips_per_s": round(clips / seconds, 1)}))
+    print(
+        json.dumps(
+            {
+                "batches": loader.num_batches,
+                "clips": clips,
+                "video_batch_shape": shape,
+                "negatives_from_same_segment": same_segment,
+                "clips_per_s": round(clips / seconds, 1),
+            }
+        )
+    )
     return 0
 
 

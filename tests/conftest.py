@@ -16,7 +16,12 @@ def micro_config(num_frames: int = 4, img_size: int = 32, patch_size: int = 8) -
     """A model small enough to run dozens of forwards per second on the CPU."""
     return ModelConfig(
         video=VideoTowerConfig(
-            img_size=img_size, patch_size=patch_size, embed_dim=32, depth=2, num_heads=4, num_frames=num_frames
+            img_size=img_size,
+            patch_size=patch_size,
+            embed_dim=32,
+            depth=2,
+            num_heads=4,
+            num_frames=num_frames,
         ),
         text=TextTowerConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64, max_position_embeddings=64),
         projection_dim=16,

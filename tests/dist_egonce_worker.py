@@ -50,7 +50,9 @@ def main(out: str) -> None:
     if accelerator.is_main_process:
         import json
 
-        grads = {name: p.grad.flatten()[:50].tolist() for name, p in model.named_parameters() if p.grad is not None}
+        grads = {
+            name: p.grad.flatten()[:50].tolist() for name, p in model.named_parameters() if p.grad is not None
+        }
         with open(out, "w") as f:
             json.dump({"world": world, "loss": loss.item(), "grads": grads}, f)
     accelerator.wait_for_everyone()

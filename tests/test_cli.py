@@ -47,11 +47,28 @@ def test_embed_text_and_video(tmp_path, capsys):
     import egovlp
 
     reference = egovlp.load_model(model)
-    torch.testing.assert_close(torch.tensor(out["data"][0]["embedding"]), reference.encode_text(["C opens the fridge"])[0])
+    torch.testing.assert_close(
+        torch.tensor(out["data"][0]["embedding"]), reference.encode_text(["C opens the fridge"])[0]
+    )
 
     video = write_mp4(tmp_path / "clip.mp4")
-    assert run(["embed", "--model", str(model), "--video", str(video), "--start", "0.5", "--end", "1.5",
-                "--normalize"]) == 0
+    assert (
+        run(
+            [
+                "embed",
+                "--model",
+                str(model),
+                "--video",
+                str(video),
+                "--start",
+                "0.5",
+                "--end",
+                "1.5",
+                "--normalize",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     vec = torch.tensor(out["data"][0]["embedding"])
     assert vec.shape == (16,) and abs(vec.norm().item() - 1) < 1e-5
@@ -84,10 +101,25 @@ def test_convert_command_and_console_script(tmp_path):
     cfg.pop("name")
     (tmp_path / "micro.yaml").write_text(yaml.safe_dump(cfg))
     result = subprocess.run(
-        [sys.executable, "-m", "egovlp", "convert", str(tmp_path / "egovlp.pth"), str(tmp_path / "conv"),
-         "--config", str(tmp_path / "micro.yaml")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "egovlp",
+            "convert",
+            str(tmp_path / "egovlp.pth"),
+            str(tmp_path / "conv"),
+            "--config",
+            str(tmp_path / "micro.yaml"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["config_hash"] == micro_config().config_hash()
     assert (tmp_path / "conv" / "model.safetensors").is_file()
-    bad = subprocess.run([sys.executable, "-m", "egovlp", "nonsense"], cwd=ROOT, capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "egovlp", "nonsense"], cwd=ROOT, capture_output=True, text=True
+    )
     assert bad.returncode == 2

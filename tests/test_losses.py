@@ -69,9 +69,13 @@ def test_egonce_matches_loop(n, flags):
 def test_infonce_case_is_cross_entropy():
     gen = torch.Generator().manual_seed(0)
     text, video = torch.randn(6, 8, generator=gen), torch.randn(6, 8, generator=gen)
-    logits = torch.nn.functional.normalize(text, dim=-1) @ torch.nn.functional.normalize(video, dim=-1).T / 0.05
+    logits = (
+        torch.nn.functional.normalize(text, dim=-1) @ torch.nn.functional.normalize(video, dim=-1).T / 0.05
+    )
     labels = torch.arange(6)
-    ce = torch.nn.functional.cross_entropy(logits, labels) + torch.nn.functional.cross_entropy(logits.T, labels)
+    ce = torch.nn.functional.cross_entropy(logits, labels) + torch.nn.functional.cross_entropy(
+        logits.T, labels
+    )
     got = egonce(text, video, torch.ones(6, 3), torch.ones(6, 3), verb=False, noun=False)
     torch.testing.assert_close(got, ce)
 

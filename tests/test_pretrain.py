@@ -25,10 +25,34 @@ def world(tmp_path_factory) -> Path:
     from pretrain.shards import run_shards
 
     root = tmp_path_factory.mktemp("world")
-    assert synth_main([str(root), "--videos", "7", "--val-videos", "5", "--short-side", "48",
-                       "--duration", "24", "--workers", "2"]) == 0
-    run_shards(root / "egoclip.csv", root / "videos", root / "shards", frames=2, size=40, shard_size=8,
-               workers=0, progress=False)
+    assert (
+        synth_main(
+            [
+                str(root),
+                "--videos",
+                "7",
+                "--val-videos",
+                "5",
+                "--short-side",
+                "48",
+                "--duration",
+                "24",
+                "--workers",
+                "2",
+            ]
+        )
+        == 0
+    )
+    run_shards(
+        root / "egoclip.csv",
+        root / "videos",
+        root / "shards",
+        frames=2,
+        size=40,
+        shard_size=8,
+        workers=0,
+        progress=False,
+    )
     cfg = micro_config(num_frames=2).to_dict()
     cfg.pop("name")
     (root / "micro.yaml").write_text(yaml.safe_dump(cfg))
@@ -37,9 +61,16 @@ def world(tmp_path_factory) -> Path:
 
 def config(world: Path, out: Path, **train):
     overrides = [
-        f"model={world / 'micro.yaml'}", f"output_dir={out}", "num_frames=2",
-        f"data.shards={world / 'shards'}", f"data.taxonomy={world}", "data.batch_size=4",
-        "data.num_workers=0", "data.shuffle_buffer=8", "train.log_every=1", "train.warmup_steps=2",
+        f"model={world / 'micro.yaml'}",
+        f"output_dir={out}",
+        "num_frames=2",
+        f"data.shards={world / 'shards'}",
+        f"data.taxonomy={world}",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "data.shuffle_buffer=8",
+        "train.log_every=1",
+        "train.warmup_steps=2",
         "train.lr=1e-3",
     ] + [f"train.{k}={v}" for k, v in train.items()]
     return load_pretrain_config(None, overrides)
@@ -123,18 +154,32 @@ def test_egomcq_on_three_questions_matches_direct_computation(world, tmp_path):
 
     correct = {1: [], 2: []}
     for item in items:
-        clips = torch.stack([
-            load_clip(world / "videos" / f"{c['video_uid']}.mp4", float(c["clip_start"]), float(c["clip_end"]),
-                      num_frames=2, size=32) for c in item.choices
-        ])
-        sims = torch.nn.functional.cosine_similarity(model.encode_video(clips), model.encode_text([item.query["clip_text"]]))
+        clips = torch.stack(
+            [
+                load_clip(
+                    world / "videos" / f"{c['video_uid']}.mp4",
+                    float(c["clip_start"]),
+                    float(c["clip_end"]),
+                    num_frames=2,
+                    size=32,
+                )
+                for c in item.choices
+            ]
+        )
+        sims = torch.nn.functional.cosine_similarity(
+            model.encode_video(clips), model.encode_text([item.query["clip_text"]])
+        )
         correct[item.type].append(int(sims.argmax()) == item.answer)
     assert scores["inter"] == pytest.approx(100 * sum(correct[1]) / 2)
     assert scores["intra"] == pytest.approx(100 * sum(correct[2]) / 1)
 
     # split over 2 "processes": the same numbers, each question counted once
-    parts = [evaluate_egomcq(model, items, str(world / "videos"), 2, 2, 0, rank=r, world_size=2,
-                             gather=lambda obj: [obj]) for r in (0, 1)]
+    parts = [
+        evaluate_egomcq(
+            model, items, str(world / "videos"), 2, 2, 0, rank=r, world_size=2, gather=lambda obj: [obj]
+        )
+        for r in (0, 1)
+    ]
     assert parts[0]["n_inter"] + parts[0]["n_intra"] + parts[1]["n_inter"] + parts[1]["n_intra"] == 3
 
 
@@ -143,10 +188,37 @@ def test_egomcq_cli_prints_the_contract_json(world, tmp_path, capsys):
 
     torch.manual_seed(0)
     EgoVLP(micro_config(num_frames=2)).save_pretrained(tmp_path / "m")
-    code = run(["eval", "egomcq", "--model", str(tmp_path / "m"), "--data", str(three_questions(world, tmp_path)),
-                "--videos", str(world / "videos"), "--frames", "2", "--workers", "0"])
+    code = run(
+        [
+            "eval",
+            "egomcq",
+            "--model",
+            str(tmp_path / "m"),
+            "--data",
+            str(three_questions(world, tmp_path)),
+            "--videos",
+            str(world / "videos"),
+            "--frames",
+            "2",
+            "--workers",
+            "0",
+        ]
+    )
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"inter", "intra", "n_inter", "n_intra"} and out["n_inter"] == 2
-    assert run(["eval", "egomcq", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "missing.json"),
-                "--videos", str(world / "videos")]) == 2
+    assert (
+        run(
+            [
+                "eval",
+                "egomcq",
+                "--model",
+                str(tmp_path / "m"),
+                "--data",
+                str(tmp_path / "missing.json"),
+                "--videos",
+                str(world / "videos"),
+            ]
+        )
+        == 2
+    )

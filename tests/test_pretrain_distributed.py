@@ -20,8 +20,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_two_process_loss_and_gradients_equal_one_process(tmp_path):
     out = tmp_path / "rank0.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "tests" / "dist_egonce_worker.py"), str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(ROOT / "tests" / "dist_egonce_worker.py"),
+        str(out),
+    ]
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     two = json.loads(out.read_text())
@@ -36,6 +43,8 @@ def test_two_process_loss_and_gradients_equal_one_process(tmp_path):
     for name, p in model.named_parameters():
         if p.grad is None:
             continue
-        torch.testing.assert_close(torch.tensor(two["grads"][name]), p.grad.flatten()[:50], rtol=1e-4, atol=2e-5)  # fp32 sums in another order
+        torch.testing.assert_close(
+            torch.tensor(two["grads"][name]), p.grad.flatten()[:50], rtol=1e-4, atol=2e-5
+        )  # fp32 sums in another order
         checked += 1
     assert checked > 20

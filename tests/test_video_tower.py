@@ -56,7 +56,9 @@ def reference_tower(tower: SpaceTimeTransformer, frames: torch.Tensor) -> torch.
 
 def small_tower(num_frames: int = 4) -> SpaceTimeTransformer:
     torch.manual_seed(0)
-    cfg = VideoTowerConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_frames=num_frames)
+    cfg = VideoTowerConfig(
+        img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_frames=num_frames
+    )
     return SpaceTimeTransformer(cfg).eval()
 
 
