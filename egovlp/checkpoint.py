@@ -7,7 +7,6 @@ fit `temporal_embed` -> strict load that names every missing, unexpected or mis-
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -19,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from egovlp.config import ModelConfig, base_config, load_config
 from egovlp.errors import CheckpointError, InputError
+from egovlp.formats import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +144,7 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike) -> Non
         k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items() if k not in _IGNORED_KEYS
     }
     _atomic_write(directory, WEIGHTS_NAME, lambda p: save_file(state, p, metadata={"format": "pt"}))
-    config = json.dumps(model.cfg.to_dict(), indent=2)
-    _atomic_write(directory, CONFIG_NAME, lambda p: Path(p).write_text(config + "\n"))
+    write_json_atomic(model.cfg.to_dict(), directory / CONFIG_NAME, indent=2)
 
 
 def _resolve_config(config: str | os.PathLike | ModelConfig | None, default: ModelConfig) -> ModelConfig:

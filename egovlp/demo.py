@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from egovlp.formats import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,9 +37,7 @@ class Summary:
 
     def add(self, **items) -> None:
         self.data.update(items)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2) + "\n")
-        os.replace(tmp, self.path)
+        write_json_atomic(self.data, self.path, indent=2)
 
 
 def main(argv: list[str] | None = None) -> int:

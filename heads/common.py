@@ -25,7 +25,7 @@ import yaml
 from tqdm import tqdm
 
 from egovlp.errors import InputError
-from egovlp.formats import atomic_write
+from egovlp.formats import atomic_write, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -139,9 +139,8 @@ def load_checkpoint(path: str | os.PathLike, task: str) -> dict[str, Any]:
     return payload
 
 
-def write_json(obj: Any, path: str | os.PathLike) -> None:
-    with atomic_write(path, "w", encoding="utf-8") as handle:
-        json.dump(obj, handle)
+# one atomic JSON writer for the whole project
+write_json = write_json_atomic
 
 
 # ---- cached features --------------------------------------------------------------------------------
