@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--short-side", type=int, default=None, help="decode at this short side (default: native)")
     p.add_argument("--chunk-rows", type=int, default=64, help="rows decoded per sequential read")
+    p.add_argument(
+        "--no-pin-cpus", action="store_true",
+        help="CPU model: do not give decode workers and the model separate cores (extract/cpus.py)",
+    )  # fmt: skip
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda:LOCAL_RANK if available)")
     p.add_argument("--precision", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16")
     p.add_argument("--rank", type=int, default=None, help="this process's rank (default: env RANK)")
@@ -172,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu = device.type == "cpu"
     batch_size = args.batch_size or (8 if cpu else 32)
     workers = args.workers if args.workers is not None else max(1, min(8, (os.cpu_count() or 2) - 1))
-    if cpu and workers and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+    if cpu and workers and args.no_pin_cpus and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
         # spinning OpenMP threads starve the decode workers on a shared CPU: leave them their cores
         torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) - workers)))
     model = load_extract_model(args, device)
@@ -193,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         opts = ExtractOptions(
             preset=args.preset, out=out, fmt=args.format, compat=args.compat, save_768=args.save_768,
             batch_size=batch_size, workers=workers, short_side=args.short_side, chunk_rows=args.chunk_rows,
-            model_name=model_name, progress=not args.no_progress, stats=stats,
+            pin_cpus=not args.no_pin_cpus, model_name=model_name, progress=not args.no_progress, stats=stats,
         )  # fmt: skip
         rows = extract_videos(model, items, opts, rank, world)
     write_rank_manifest(rows, out, rank)

@@ -11,6 +11,7 @@ A job that fails to decode yields one error record and the stream goes on with t
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -134,12 +135,16 @@ class DecodeStream(IterableDataset):
         letterbox: bool = False,
         short_side: int | None = None,
         chunk_rows: int = 64,
+        first_rows: int | None = None,
     ) -> None:
         self.jobs = jobs
         self.size = size
         self.letterbox = letterbox
         self.short_side = short_side
         self.chunk_rows = max(1, chunk_rows)
+        # A worker's first chunks ramp up from `first_rows`, doubling to `chunk_rows`: the model starts
+        # after one batch is decoded, and each next chunk is decoded while the model runs the last one.
+        self.first_rows = min(max(1, first_rows or self.chunk_rows), self.chunk_rows)
 
     def _frames(self, job: Job, indices: np.ndarray) -> torch.Tensor:
         """File frame indices [n, F] -> uint8 [n, F, 3, S, S]."""
@@ -153,14 +158,19 @@ class DecodeStream(IterableDataset):
             x = crop_frames(frames, self.size)  # [U, 3, S, S]
         return x[torch.from_numpy(inverse.reshape(-1))].reshape(n, f, *x.shape[1:])
 
-    def _read_job(self, pos: int, job: Job) -> Iterator[Chunk]:
-        import time
+    def _bounds(self, rows: int, ramp: bool) -> Iterator[tuple[int, int]]:
+        """[row0, row1) of each chunk; with `ramp`, sizes first_rows, 2 * first_rows, ... chunk_rows."""
+        row0, size = 0, self.first_rows if ramp else self.chunk_rows
+        while row0 < rows:
+            yield row0, min(row0 + size, rows)
+            row0, size = row0 + size, min(2 * size, self.chunk_rows)
 
+    def _read_job(self, pos: int, job: Job, ramp: bool = False) -> Iterator[Chunk]:
         rows = job.plan.num_rows
-        for row0 in range(0, rows, self.chunk_rows):
+        for row0, row1 in self._bounds(rows, ramp):
             t0 = time.perf_counter()
             try:
-                frames = self._frames(job, job.plan.indices[row0 : row0 + self.chunk_rows])
+                frames = self._frames(job, job.plan.indices[row0:row1])
             except VideoReadError as err:
                 yield Chunk(pos, row0, None, True, error=str(err))
                 return
@@ -168,16 +178,11 @@ class DecodeStream(IterableDataset):
                 logger.debug("decode failed", exc_info=True)
                 yield Chunk(pos, row0, None, True, error=f"{job.item.source}: {type(err).__name__}: {err}")
                 return
-            last = row0 + self.chunk_rows >= rows
+            last = row1 >= rows
             yield Chunk(pos, row0, frames, last, decode_seconds=time.perf_counter() - t0)
 
     def __iter__(self) -> Iterator[Chunk]:
         worker = get_worker_info()
         wid, nw = (0, 1) if worker is None else (worker.id, worker.num_workers)
-        for pos in range(wid, len(self.jobs), nw):
-            yield from self._read_job(pos, self.jobs[pos])
-
-
-def worker_init(_worker_id: int) -> None:
-    """Decode workers use one thread each: the parallelism comes from the processes."""
-    torch.set_num_threads(1)
+        for k, pos in enumerate(range(wid, len(self.jobs), nw)):
+            yield from self._read_job(pos, self.jobs[pos], ramp=k == 0)
