@@ -17,9 +17,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import yaml
+
 from egovlp.formats import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = "configs/pretrain/demo.yaml"
 
 
 def egovlp(*args: str, capture: bool = False) -> str:
@@ -71,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             "2",
         )
 
-    # the untrained model, saved so that eval runs the same code path as after training
+    # the untrained model (the demo config's), saved so that eval runs the same code path as after training
+    demo_model = yaml.safe_load((ROOT / DEMO_CONFIG).read_text())["model"]
     untrained = out / "untrained"
     if not (untrained / "model.safetensors").is_file():
         subprocess.run(
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 "-c",
                 (
                     "import torch, egovlp; torch.manual_seed(0); "
-                    f"egovlp.create_model('configs/model/tiny.yaml').save_pretrained({str(untrained)!r})"
+                    f"egovlp.create_model({demo_model!r}).save_pretrained({str(untrained)!r})"
                 ),
             ],
             cwd=ROOT,
@@ -91,7 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"EgoMCQ before training: inter {before['inter']:.1f}%  intra {before['intra']:.1f}%", flush=True)
     summary.add(egomcq_before=before)
 
-    # the demo measures EgoMCQ itself before and after, so the trainer skips its own final pass
     # the demo measures EgoMCQ itself, before and after, so the trainer skips its own final pass
     overrides = [
         f"output_dir={out / 'pretrain'}",
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"train.steps={args.steps}")
     shutil.rmtree(out / "pretrain", ignore_errors=True)
     t0 = time.perf_counter()
-    egovlp("pretrain", "--config", "configs/pretrain/demo.yaml", *overrides)
+    egovlp("pretrain", "--config", DEMO_CONFIG, *overrides)
     pretrain_seconds = time.perf_counter() - t0
     model_dir = out / "pretrain" / "final"
     after = json.loads(egovlp("eval", "egomcq", "--model", str(model_dir), *mcq, capture=True))

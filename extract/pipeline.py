@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -200,7 +201,10 @@ def extract_videos(
 
 def cpu_split(model, opts: ExtractOptions) -> CpuSplit | None:
     """The core split for this run: only for a model on the CPU, where both stages need cores."""
-    return plan_cpu_split(opts.workers) if opts.pin_cpus and model.device.type == "cpu" else None
+    if not opts.pin_cpus or model.device.type != "cpu":
+        return None
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return plan_cpu_split(opts.workers, int(os.environ.get("LOCAL_RANK", "0")) % local_world, local_world)
 
 
 def decode_loader(model, jobs: list[Job], opts: ExtractOptions, split: CpuSplit | None) -> DataLoader:
