@@ -53,7 +53,7 @@ def make_step(name: str, device: torch.device, batch: int, frames: int, amp: tor
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configs", nargs="+", default=["tiny", "egovlp-base"])
+    p.add_argument("--configs", nargs="+", default=["tiny", "tiny-112", "egovlp-base"])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--frames", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
