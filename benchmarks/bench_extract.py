@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # model-only on the pre-decoded frames, on the model's cores (one warm-up batch first)
         with pinned_model(split):
+            model_threads = torch.get_num_threads()
             step(chunks[0][:batch_size].to(device))
             _sync(device)
             t0 = time.perf_counter()
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": batch_size,
         "workers": args.workers,
         "cpu_split": None if split is None else {"model": list(split.model), "workers": list(split.workers)},
-        "model_threads": len(split.model) if split else torch.get_num_threads(),
+        "model_threads": model_threads,
         "rounds": args.rounds,
         "decode_s": round(med["decode"], 3),
         "model_s": round(med["model"], 3),

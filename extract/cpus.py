@@ -41,13 +41,14 @@ def plan_cpu_split(workers: int, local_rank: int = 0, local_world: int = 1) -> C
 
 @contextlib.contextmanager
 def pinned_model(split: CpuSplit | None) -> Iterator[None]:
-    """Inside: the main process runs on `split.model` with that many torch threads; restored after."""
+    """Inside: the main process runs on `split.model` with one torch thread per core, at most the
+    thread count torch had (its default, physical cores, or the user's OMP_NUM_THREADS); restored after."""
     if split is None:
         yield
         return
     before_cores, before_threads = os.sched_getaffinity(0), torch.get_num_threads()
     os.sched_setaffinity(0, split.model)
-    torch.set_num_threads(len(split.model))
+    torch.set_num_threads(max(1, min(len(split.model), before_threads)))
     try:
         yield
     finally:

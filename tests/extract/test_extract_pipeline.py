@@ -48,6 +48,13 @@ def test_pinned_model_sets_and_restores_cores_and_threads():
     with pinned_model(CpuSplit(model=(first,), workers=())):
         assert os.sched_getaffinity(0) == {first} and torch.get_num_threads() == 1
     assert os.sched_getaffinity(0) == cores and torch.get_num_threads() == threads
+    # never more threads than torch had: the user's OMP_NUM_THREADS (or torch's default) is a cap
+    torch.set_num_threads(1)
+    try:
+        with pinned_model(CpuSplit(model=tuple(sorted(cores)), workers=())):
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity API on this platform")
