@@ -33,7 +33,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 import egovlp  # noqa: E402
-from extract.cpus import pinned_model  # noqa: E402
+from extract.cpus import default_workers, pinned_model  # noqa: E402
 from extract.inputs import resolve_inputs  # noqa: E402
 from extract.pipeline import ExtractOptions, cpu_split, decode_loader, extract_videos, model_step  # noqa: E402
 from extract.reader import probe  # noqa: E402
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--videos", default=None, help="folder of videos (default: synthesize 16 x 30 s)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch-size", type=int, default=None, help="default: as egovlp extract (8 CPU, 32 GPU)")
-    p.add_argument("--workers", type=int, default=max(1, min(8, (os.cpu_count() or 2) - 1)))
+    p.add_argument("--workers", type=int, default=default_workers())
     p.add_argument("--short-side", type=int, default=None)
     p.add_argument(
         "--chunk-rows", type=int, default=64, help="rows per decoded chunk (egovlp extract's default)"

@@ -24,6 +24,7 @@ import torch
 import yaml
 
 from egovlp.errors import InputError
+from extract.cpus import default_workers
 from extract.manifest import ManifestRow, merge_manifests, read_manifest, write_rank_manifest
 
 logger = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     model_name = Path(args.model).name
     cpu = device.type == "cpu"
     batch_size = args.batch_size or (8 if cpu else 32)
-    workers = args.workers if args.workers is not None else max(1, min(8, (os.cpu_count() or 2) - 1))
+    workers = args.workers if args.workers is not None else default_workers()
     if cpu and workers and args.no_pin_cpus and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
         # spinning OpenMP threads starve the decode workers on a shared CPU: leave them their cores
         torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) - workers)))

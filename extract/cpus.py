@@ -18,6 +18,11 @@ from dataclasses import dataclass
 import torch
 
 
+def default_workers() -> int:
+    """Decode processes when not given: one core left for the model, at most 8."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
 @dataclass(frozen=True)
 class CpuSplit:
     model: tuple[int, ...]  # cores of the main process (the model's torch threads)

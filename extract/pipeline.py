@@ -246,15 +246,16 @@ def _run_pinned(
     commits: list[Future[ManifestRow]] = []
     t_start = time.perf_counter()
     model_seconds = 0.0
-    first_chunk_seconds = None
 
     def fail(pos: int, error: str) -> None:
         out = live.pop(pos, None)
         if out is not None:
             out.sink.abort()
-        job = jobs[pos]
-        rows.append(ManifestRow(job.item.name, job.item.source, "failed", error, 0, 0.0, job.duration, rank))
+        rows.append(failed_row(jobs[pos], error))
+
+    def failed_row(job: Job, error: str) -> ManifestRow:
         logger.warning("failed: %s", error)
+        return ManifestRow(job.item.name, job.item.source, "failed", error, 0, 0.0, job.duration, rank)
 
     def process(pos: int, row0: int, frames: torch.Tensor) -> None:
         """Run one chunk in batches of batch_size rows. Batches never mix outputs and start at multiples
@@ -283,9 +284,7 @@ def _run_pinned(
             output.sink.commit()
         except OSError as err:
             output.sink.abort()
-            error = f"{job.item.name}: cannot write output ({err})"
-            logger.warning("failed: %s", error)
-            return ManifestRow(job.item.name, job.item.source, "failed", error, 0, 0.0, job.duration, rank)
+            return failed_row(job, f"{job.item.name}: cannot write output ({err})")
         seconds = time.perf_counter() - output.t0
         return ManifestRow(
             job.item.name, job.item.source, "ok", None, job.plan.num_rows, seconds, job.duration, rank
@@ -293,8 +292,6 @@ def _run_pinned(
 
     try:
         for chunk in loader:
-            if first_chunk_seconds is None:
-                first_chunk_seconds = time.perf_counter() - t_start
             if chunk.error is not None:
                 fail(chunk.job, chunk.error)
                 continue
@@ -308,9 +305,6 @@ def _run_pinned(
         bar.close()
     rows += [c.result() for c in commits]
     opts.stats.update(
-        model_seconds=model_seconds,
-        wall_seconds=time.perf_counter() - t_start,
-        first_chunk_seconds=first_chunk_seconds,
-        video_seconds=total,
+        model_seconds=model_seconds, wall_seconds=time.perf_counter() - t_start, video_seconds=total
     )
     return rows
