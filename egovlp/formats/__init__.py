@@ -6,56 +6,16 @@
 - `ego4d`: NLQ, moment-query and VQ2D annotation files.
 
 Readers raise `egovlp.errors.InputError` naming the file and the row or JSON path at fault; writers
-are atomic (temp file in the same folder, then `os.replace`). The names below are importable from
+are atomic (`egovlp.io`). The names below are importable from
 this package directly; the submodules load on first use.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import json
-import os
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-
-def _file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_FILE_MODE = _file_mode()
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]:
-    """Open a temp file next to `path`; on success it replaces `path`, on error it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, **open_kwargs) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp makes the file private (0600); give it the mode a plain open() would have
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def write_json_atomic(obj: Any, path: str | os.PathLike, indent: int | None = None) -> None:
-    """json.dump to a temp file in the same folder, then rename over `path`."""
-    with atomic_write(path, "w", encoding="utf-8") as handle:
-        json.dump(obj, handle, indent=indent)
-
+from egovlp.io import atomic_write, write_json_atomic
 
 _EXPORTS = {
     "egoclip": (

@@ -37,9 +37,6 @@ SEGMENT_SECONDS = 60
 
 _TAGS = re.compile(r"\[\s*(?:\d+\s*(?:,\s*\d+\s*)*)?\]")
 
-# csv's default field limit (128 KiB) is plenty for a narration; keep it explicit
-csv.field_size_limit(1 << 20)
-
 
 @dataclass(slots=True)
 class EgoClipRow:
@@ -128,22 +125,31 @@ def iter_egoclip(path: str | os.PathLike) -> Iterator[EgoClipRow]:
         if missing:
             raise InputError(f"{path}: header lacks column(s) {', '.join(missing)} (is it tab separated?)")
         where = [header.index(c) for c in EGOCLIP_COLUMNS]
-        for row_no, cells in enumerate(reader, start=1):
-            if not cells:
-                continue  # a blank line
-            line = reader.line_num
-            if len(cells) != len(header):
-                raise InputError(
-                    f"{path}: row {row_no} (line {line}): {len(cells)} fields, expected {len(header)}"
-                )
-            values = []
-            for column, i in zip(EGOCLIP_COLUMNS, where, strict=True):
-                try:
-                    conv = _CONVERT.get(column)
-                    values.append(conv(cells[i]) if conv else cells[i])
-                except ValueError as err:
-                    raise InputError(f"{path}: row {row_no} (line {line}), column {column}: {err}") from None
-            yield EgoClipRow(*values)
+        # csv's own field limit (128 KiB) is far above any narration: a longer field means a broken file
+        try:
+            yield from _rows(path, reader, header, where)
+        except csv.Error as err:
+            raise InputError(f"{path}: line {reader.line_num}: {err}") from None
+
+
+def _rows(path: Path, reader, header: list[str], where: list[int]) -> Iterator[EgoClipRow]:
+    """The data rows after the header, converted; InputError names the row, line and column."""
+    for row_no, cells in enumerate(reader, start=1):
+        if not cells:
+            continue  # a blank line
+        line = reader.line_num
+        if len(cells) != len(header):
+            raise InputError(
+                f"{path}: row {row_no} (line {line}): {len(cells)} fields, expected {len(header)}"
+            )
+        values = []
+        for column, i in zip(EGOCLIP_COLUMNS, where, strict=True):
+            try:
+                conv = _CONVERT.get(column)
+                values.append(conv(cells[i]) if conv else cells[i])
+            except ValueError as err:
+                raise InputError(f"{path}: row {row_no} (line {line}), column {column}: {err}") from None
+        yield EgoClipRow(*values)
 
 
 def read_egoclip(path: str | os.PathLike) -> list[EgoClipRow]:
