@@ -6,6 +6,8 @@ does not import FastAPI, and `egovlp serve` does not import the training loop.
 
 from __future__ import annotations
 
+import argparse
+import errno
 import importlib
 import os
 import sys
@@ -35,6 +37,9 @@ EVAL_TASKS: dict[str, str] = {
 }
 
 
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
 def _load(target: str):
     module, func = target.split(":")
     return getattr(importlib.import_module(module), func)
@@ -48,9 +53,25 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _argparse_error(self: argparse.ArgumentParser, message: str) -> None:
+    # one line instead of the usage block plus the error: the message names the flag
+    self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _quiet_broken_pipe() -> int:
+    # the reader (`egovlp embed | head`) went away: point stdout at /dev/null so the flush at exit
+    # cannot raise again, and leave with the shell's code for a SIGPIPE death
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + 13
+
+
 def run(argv: Sequence[str]) -> int:
     from egovlp.errors import InputError
+    from egovlp.validate import is_write_error, os_error_reason, write_error
 
+    argparse.ArgumentParser.error = _argparse_error  # type: ignore[method-assign]
     argv = list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
@@ -69,9 +90,23 @@ def run(argv: Sequence[str]) -> int:
         print(f"egovlp: unknown command {command!r}\n{_usage()}", file=sys.stderr)
         return 2
     try:
-        return int(_load(target)(rest) or 0)
+        code = int(_load(target)(rest) or 0)
+        sys.stdout.flush()
+        return code
     except InputError as err:
         print(f"egovlp {command}: error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    except OSError as err:
+        # a full disk, a read-only or forbidden output: one line naming the path, not a traceback
+        if not (is_write_error(err) and (err.filename or err.errno in _DISK_ERRNOS)):
+            raise
+        if err.errno in _DISK_ERRNOS:
+            message = str(write_error(err.filename, err))
+        else:
+            message = f"{err.filename}: {os_error_reason(err)}"
+        print(f"egovlp {command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"egovlp {command}: interrupted", file=sys.stderr)

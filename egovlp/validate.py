@@ -32,6 +32,7 @@ __all__ = [
     "input_dir",
     "input_file",
     "is_write_error",
+    "os_error_reason",
     "non_negative_float",
     "non_negative_int",
     "output_dir",
@@ -298,6 +299,11 @@ def write_error(path: str | os.PathLike | None, err: OSError) -> InputError:
     """An OSError raised while writing `path` -> an InputError naming the path and the reason."""
     where = path if path is not None else (err.filename or "output")
     return InputError(f"{where}: cannot write ({_reason(err)})")
+
+
+def os_error_reason(err: OSError) -> str:
+    """A short, plain reason for an OSError ("no space left on the device", "permission denied")."""
+    return _reason(err)
 
 
 def is_write_error(err: BaseException) -> bool:
