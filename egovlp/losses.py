@@ -22,6 +22,17 @@ def positive_mask(verb_tags: torch.Tensor | None, noun_tags: torch.Tensor | None
     return (sim + torch.eye(n, device=sim.device)) > 0
 
 
+def loss_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """The dtype EgoNCE runs in for embeddings of these dtypes: their promotion, with half
+    precision (and any non-float dtype) raised to float32."""
+    dtype = dtypes[0]
+    for other in dtypes[1:]:
+        dtype = torch.promote_types(dtype, other)
+    if not dtype.is_floating_point or torch.finfo(dtype).bits < 32:
+        return torch.float32
+    return dtype
+
+
 def egonce(
     text_emb: torch.Tensor,
     video_emb: torch.Tensor,
@@ -39,14 +50,17 @@ def egonce(
     positive mask, the loss is the mean over rows of -log(sum of softmax over the positives of the
     row) plus the same over columns. `verb=False` / `noun=False` ignore that tag; both False is
     plain InfoNCE (only the diagonal is positive).
+    The loss is computed in the inputs' (promoted) dtype: float64 stays float64, float32 stays
+    float32, and only half precision (float16, bfloat16) is upcast to float32.
     """
     if text_emb.shape != video_emb.shape or text_emb.dim() != 2:
         raise ValueError(
             f"egonce: text {tuple(text_emb.shape)} and video {tuple(video_emb.shape)} must be [N, D]"
         )
     n = text_emb.shape[0]
-    t = F.normalize(text_emb.float(), dim=-1, eps=1e-8)
-    v = F.normalize(video_emb.float(), dim=-1, eps=1e-8)
+    dtype = loss_dtype(text_emb.dtype, video_emb.dtype)
+    t = F.normalize(text_emb.to(dtype), dim=-1, eps=1e-8)
+    v = F.normalize(video_emb.to(dtype), dim=-1, eps=1e-8)
     logits = t @ v.T / temperature  # (N text, N video)
     pos = positive_mask(verb_tags if verb else None, noun_tags if noun else None, n)
     neg_inf = torch.finfo(logits.dtype).min

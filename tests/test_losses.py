@@ -94,3 +94,66 @@ def test_stable_for_large_logits_and_has_gradients():
     assert torch.isfinite(loss)
     loss.backward()
     assert torch.isfinite(text.grad).all() and torch.isfinite(video.grad).all()
+
+
+def reference_egonce_float64(text, video, verb, noun, temperature):
+    """DESIGN.md B.4 in double precision with math.fsum, written from the formula (no torch ops)."""
+    t, v, vb, nn = text.tolist(), video.tolist(), verb.tolist(), noun.tolist()
+    n = len(t)
+
+    def cos(a, b):
+        na, nb = math.sqrt(math.fsum(x * x for x in a)), math.sqrt(math.fsum(x * x for x in b))
+        return math.fsum(x * y for x, y in zip(a, b, strict=True)) / max(na * nb, 1e-8)
+
+    x = [[cos(t[i], v[j]) / temperature for j in range(n)] for i in range(n)]
+    pos = [[cos(vb[i], vb[j]) * cos(nn[i], nn[j]) + (i == j) > 0 for j in range(n)] for i in range(n)]
+
+    def log_pos_softmax(values, positive):
+        m = max(values)
+        total = math.fsum(math.exp(val - m) for val in values)
+        hit = math.fsum(math.exp(val - m) for val, p in zip(values, positive, strict=True) if p)
+        return math.log(hit) - math.log(total)
+
+    rows = math.fsum(log_pos_softmax(x[i], pos[i]) for i in range(n)) / n
+    cols = (
+        math.fsum(
+            log_pos_softmax([x[i][j] for i in range(n)], [pos[i][j] for i in range(n)]) for j in range(n)
+        )
+        / n
+    )
+    return -rows - cols
+
+
+def test_float64_inputs_stay_float64():
+    gen = torch.Generator().manual_seed(7)
+    n = 24
+    text = torch.randn(n, 32, generator=gen, dtype=torch.float64)
+    video = 0.3 * text + torch.randn(n, 32, generator=gen, dtype=torch.float64)  # loss of order 1
+    verb, noun = random_tags(n, 5, gen), random_tags(n, 7, gen)
+    want = reference_egonce_float64(text, video, verb, noun, 0.05)
+    got = egonce(text, video, verb, noun, 0.05)
+    assert got.dtype == torch.float64
+    assert abs(got.item() - want) <= 1e-12 * abs(want)
+    # the same inputs through float32 miss that tolerance, so the check above can fail
+    single = egonce(text.float(), video.float(), verb, noun, 0.05)
+    assert single.dtype == torch.float32
+    assert abs(single.item() - want) > 1e-12 * abs(want)
+
+
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+def test_half_precision_is_upcast_to_float32(half):
+    gen = torch.Generator().manual_seed(3)
+    text, video = torch.randn(6, 16, generator=gen), torch.randn(6, 16, generator=gen)
+    verb, noun = random_tags(6, 3, gen), random_tags(6, 4, gen)
+    got = egonce(text.to(half), video.to(half), verb, noun, 0.05)
+    assert got.dtype == torch.float32
+    # computed from the rounded half inputs, in float32: the float64 reference of those inputs
+    want = reference_egonce_float64(text.to(half).double(), video.to(half).double(), verb, noun, 0.05)
+    assert got.item() == pytest.approx(want, rel=1e-5)
+
+
+def test_mixed_dtypes_promote():
+    text = torch.randn(4, 8, dtype=torch.float64)
+    video = torch.randn(4, 8, dtype=torch.float32)
+    assert egonce(text, video, torch.eye(4), torch.eye(4)).dtype == torch.float64
+    assert egonce(text.half(), video, torch.eye(4), torch.eye(4)).dtype == torch.float32
