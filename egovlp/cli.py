@@ -33,6 +33,8 @@ EVAL_TASKS: dict[str, str] = {
     "nlq": "heads.metrics.cli:main",
     "mq": "heads.metrics.cli:main",
     "vq2d": "heads.metrics.cli:main",
+    "oscc": "heads.metrics.cli:main",
+    "pnr": "heads.metrics.cli:main",
     "grounding": "heads.metrics.cli:main",
 }
 
