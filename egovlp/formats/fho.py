@@ -24,7 +24,7 @@ from typing import Any
 from egovlp.errors import InputError
 from egovlp.formats.ego4d import _Doc, read_json
 
-__all__ = ["PNR_FRAMES", "FHOClip", "read_fho", "pnr_index_to_frame", "pnr_label"]
+__all__ = ["PNR_FRAMES", "FHOClip", "read_fho", "parse_fho", "pnr_index_to_frame", "pnr_label"]
 
 PNR_FRAMES = 16  # frames the official PNR task samples over a clip window
 
@@ -130,11 +130,15 @@ def _clip(doc: _Doc, raw: Any, where: str) -> FHOClip:
 
 def read_fho(path: str | os.PathLike) -> list[FHOClip]:
     """An FHO OSCC/PNR annotation file -> its clips in file order (unique_id unique, validated)."""
-    doc = _Doc(Path(path))
-    root = doc.obj(read_json(path), "")
+    return parse_fho(read_json(path), path)
+
+
+def parse_fho(data: Any, source: str | os.PathLike) -> list[FHOClip]:
+    """The parsed JSON of an FHO annotation file -> its clips; errors name `source` and the JSON path."""
+    doc = _Doc(Path(source))
     clips: list[FHOClip] = []
     seen: dict[str, int] = {}
-    for i, raw in enumerate(doc.get_list(root, "clips", "")):
+    for i, raw in enumerate(doc.get_list(doc.obj(data, ""), "clips", "")):
         clip = _clip(doc, raw, f"clips[{i}]")
         if clip.unique_id in seen:
             raise doc.fail(
@@ -143,5 +147,5 @@ def read_fho(path: str | os.PathLike) -> list[FHOClip]:
         seen[clip.unique_id] = i
         clips.append(clip)
     if not clips:
-        raise InputError(f"{path}: no clips")
+        raise InputError(f"{source}: no clips")
     return clips

@@ -1,4 +1,4 @@
-"""`egovlp eval nlq|mq|vq2d|grounding --gt GT.json --pred PRED.json`: print the metrics as one JSON object.
+"""`egovlp eval nlq|mq|vq2d|oscc|pnr|grounding --gt GT.json --pred PRED.json`: print the metrics as JSON.
 
 stdout carries exactly one JSON object (DESIGN.md C.5 keys and units) so scripts can parse it; logs go
 to stderr. A malformed file is an InputError naming the file and JSON path (exit code 2 through the
@@ -10,14 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from egovlp.errors import InputError
+from egovlp.io import write_bytes_atomic
+from egovlp.validate import input_file, output_file, write_error
+from heads.metrics.fho import oscc_metrics, pnr_metrics
 from heads.metrics.grounding import grounding_file_metrics
 from heads.metrics.io import load_json
 from heads.metrics.mq import mq_metrics
@@ -28,6 +29,11 @@ TASKS: dict[str, tuple[Callable[..., dict[str, Any]], str]] = {
     "nlq": (nlq_metrics, "Ego4D NLQ: R@{1,3,5} at tIoU {0.3,0.5} and mIoU (percent)"),
     "mq": (mq_metrics, "Ego4D Moment Queries: mAP at tIoU 0.1..0.5, their mean, Recall@1x at 0.5 (percent)"),
     "vq2d": (vq2d_metrics, "Ego4D VQ2D: tAP, tAP25, stAP, stAP25 (fractions), success, recovery (percent)"),
+    "oscc": (oscc_metrics, "Ego4D FHO object state change classification: accuracy (percent) over all clips"),
+    "pnr": (
+        pnr_metrics,
+        "Ego4D FHO PNR localization: mean absolute error in seconds over state-change clips",
+    ),
     "grounding": (
         grounding_file_metrics,
         "EgoMask grounding: T_recall, IoU_all, IoU_gold, IoU_gold_pred (percent)",
@@ -52,27 +58,18 @@ def main(argv: list[str] | None = None) -> int:
     """Parse `TASK --gt GT --pred PRED [--out FILE]`, print the metrics JSON on stdout, return 0."""
     args = build_parser().parse_args(argv)
     metric, _ = TASKS[args.task]
-    gt, pred = load_json(args.gt), load_json(args.pred)
+    out = output_file(args.out, "--out") if args.out is not None else None
+    gt = load_json(input_file(args.gt, "--gt"))
+    pred = load_json(input_file(args.pred, "--pred"))
     result = metric(gt, pred, gt_name=str(args.gt), pred_name=str(args.pred))
     text = json.dumps(result, allow_nan=False)
-    if args.out is not None:
-        _write_atomic(args.out, text + "\n")
+    if out is not None:
+        try:
+            write_bytes_atomic((text + "\n").encode(), out)
+        except OSError as err:
+            raise write_error(out, err) from None
     print(text)
     return 0
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"{path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _module_main() -> int:
