@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from egovlp.config import ModelConfig, base_config, load_config
 from egovlp.errors import CheckpointError, InputError
-from egovlp.formats import write_json_atomic
+from egovlp.io import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -125,17 +124,6 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor
 # --- saving and the public loader --------------------------------------------------------------
 
 
-def _atomic_write(directory: Path, name: str, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, directory / name)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike) -> None:
     """safetensors weights + config.json; `load_model(directory)` restores the model exactly."""
     directory = Path(directory)
@@ -143,7 +131,9 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike) -> Non
     state = {
         k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items() if k not in _IGNORED_KEYS
     }
-    _atomic_write(directory, WEIGHTS_NAME, lambda p: save_file(state, p, metadata={"format": "pt"}))
+    # the temp file gets the umask's mode before the rename (mkstemp alone would leave it 0600)
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
     write_json_atomic(model.cfg.to_dict(), directory / CONFIG_NAME, indent=2)
 
 

@@ -9,6 +9,13 @@ import sys
 import torch
 
 from egovlp.errors import InputError
+from egovlp.validate import (
+    input_file,
+    non_negative_float,
+    output_dir,
+    positive_int,
+    resolve_device,
+)
 
 
 def convert_main(argv: list[str] | None = None) -> int:
@@ -20,6 +27,10 @@ def convert_main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", help="output directory")
     parser.add_argument("--config", default=None, help="model YAML (default: the base EgoVLP architecture)")
     args = parser.parse_args(argv)
+    input_file(args.checkpoint, "checkpoint")
+    if args.config is not None:
+        input_file(args.config, "--config")
+    output_dir(args.out_dir, "out_dir")
 
     from egovlp.checkpoint import convert_checkpoint
 
@@ -37,16 +48,25 @@ def embed_main(argv: list[str] | None = None) -> int:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--text", action="append", help="a text to embed (repeatable)")
     what.add_argument("--video", help="a video file")
-    parser.add_argument("--start", type=float, default=None, help="clip start (seconds)")
-    parser.add_argument("--end", type=float, default=None, help="clip end (seconds; default: video end)")
-    parser.add_argument("--frames", type=int, default=4, help="frames sampled from the clip")
+    parser.add_argument("--start", type=non_negative_float, default=None, help="clip start (seconds)")
+    parser.add_argument(
+        "--end", type=non_negative_float, default=None, help="clip end (seconds; default: video end)"
+    )
+    parser.add_argument("--frames", type=positive_int, default=4, help="frames sampled from the clip")
     parser.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    if args.config is not None:
+        input_file(args.config, "--config")
+    if args.video is not None:
+        input_file(args.video, "--video")
+    if args.text is not None and not all(t.strip() for t in args.text):
+        raise InputError("--text: empty text")
 
     import egovlp
 
-    model = egovlp.load_model(args.model, config=args.config, device=args.device)
+    model = egovlp.load_model(args.model, config=args.config, device=device)
     if args.text:
         emb = model.encode_text(args.text)
         items = [{"text": t} for t in args.text]
