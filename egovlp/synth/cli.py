@@ -19,6 +19,7 @@ from egovlp.errors import InputError
 from egovlp.synth.annotations import write_annotations
 from egovlp.synth.render import render_video
 from egovlp.synth.world import VideoPlan, frame_size, make_world
+from egovlp.validate import non_negative_int, output_dir, positive_float, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -126,23 +127,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("out_dir", help="output folder (created; existing files of the dataset are replaced)")
     p.add_argument(
-        "--videos", type=int, default=DEFAULT_VIDEOS, help="number of videos (default %(default)s)"
-    )
-    p.add_argument("--seed", type=int, default=0, help="random seed; same seed and arguments, same files")
-    p.add_argument(
-        "--short-side", type=int, default=DEFAULT_SHORT_SIDE, help="frame height in px, 4:3 frames"
+        "--videos", type=positive_int, default=DEFAULT_VIDEOS, help="number of videos (default %(default)s)"
     )
     p.add_argument(
-        "--duration", type=float, default=DEFAULT_DURATION, help="seconds per video (default %(default)s)"
+        "--seed", type=non_negative_int, default=0, help="random seed; same seed and arguments, same files"
     )
-    p.add_argument("--workers", type=int, default=None, help="render processes (default min(4, cpus))")
-    p.add_argument("--val-videos", type=int, default=None, help="videos in the val split (default a quarter)")
+    p.add_argument(
+        "--short-side", type=positive_int, default=DEFAULT_SHORT_SIDE, help="frame height in px, 4:3 frames"
+    )
+    p.add_argument(
+        "--duration",
+        type=positive_float,
+        default=DEFAULT_DURATION,
+        help="seconds per video (default %(default)s)",
+    )
+    p.add_argument(
+        "--workers", type=positive_int, default=None, help="render processes (default min(4, cpus))"
+    )
+    p.add_argument(
+        "--val-videos", type=positive_int, default=None, help="videos in the val split (default a quarter)"
+    )
     p.add_argument("--annotations-only", action="store_true", help="write the annotation files, no videos")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    output_dir(args.out_dir, "out_dir")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     summary = synthesize(
