@@ -1,4 +1,11 @@
-"""Model configuration: the YAML schema of DESIGN.md A loaded into small dataclasses."""
+"""Configs: the one typed loader for every YAML the project reads, and the model config (DESIGN.md A).
+
+Every config is a pydantic dataclass: fields are typed, numeric limits sit on the fields
+(`PositiveInt`, ...), unknown keys are refused. `load_config_file(cls, path, overrides)` reads a
+YAML mapping, applies dotted `key.sub=value` overrides, and validates; any problem is one
+`InputError` naming the file and the key. The model YAML schema is a contract; `load_config` reads it
+(or the `config.json` that `save_pretrained` writes).
+"""
 
 from __future__ import annotations
 
@@ -6,88 +13,184 @@ import dataclasses
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+import typing
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+from pydantic import ConfigDict, PositiveFloat, PositiveInt, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
 
 from egovlp.errors import InputError
 
+C = TypeVar("C")
 
-@dataclass
+# unknown keys are errors; "1e-4" from a YAML or an override still reads as a float
+STRICT_KEYS = ConfigDict(extra="forbid")
+
+
+# ---- the loader ------------------------------------------------------------------------------------
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def config_from_dict(cls: type[C], data: Any, source: str = "config") -> C:
+    """Validate a mapping into `cls`; InputError '<source>: option <key>: <what is wrong>'."""
+    if not isinstance(data, Mapping):
+        raise InputError(
+            f"{source}: expected a mapping of options, got {type(data).__name__} {_describe(data)}"
+        )
+    try:
+        return TypeAdapter(cls).validate_python(dict(data))
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        if first["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+            raise InputError(f"{source}: unknown option {key!r}") from None
+        got = f" (got {_describe(first['input'])})" if "input" in first else ""
+        raise InputError(f"{source}: option {key!r}: {first['msg']}{got}") from None
+
+
+def read_yaml_mapping(path: str | os.PathLike, what: str = "config") -> dict[str, Any]:
+    """A YAML (or JSON) file whose top level is a mapping; an empty file is an empty mapping."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a {what} file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: cannot read {what} ({getattr(err, 'strerror', None) or err})") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError) as err:
+        raise InputError(
+            f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({' '.join(str(err).split())[:160]})"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping of options at the top level, got {type(data).__name__}")
+    return data
+
+
+def _field_type(cls: Any, keys: list[str]) -> Any:
+    """The annotated type at a dotted path of nested config dataclasses (None when unknown)."""
+    tp: Any = cls
+    for key in keys:
+        if not dataclasses.is_dataclass(tp):
+            return None
+        hints = typing.get_type_hints(tp, include_extras=False)
+        if key not in hints:
+            return None
+        tp = hints[key]
+    return tp
+
+
+def _parse_override(cls: type, item: str) -> tuple[list[str], Any]:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise InputError(f"override {item!r}: expected key=value (e.g. train.lr=1e-4)")
+    keys = key.split(".")
+    if _field_type(cls, keys) is str:
+        return keys, text  # a string option keeps the text as given ("vit:x.pth", "0123")
+    try:
+        value = yaml.safe_load(text) if text else ""
+    except yaml.YAMLError:
+        value = text
+    return keys, value
+
+
+def _merge(base: dict[str, Any], keys: list[str], value: Any, item: str) -> None:
+    node = base
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise InputError(f"override {item!r}: {key!r} is not a group of options")
+        node = child
+    node[keys[-1]] = value
+
+
+def load_config_file(
+    cls: type[C], path: str | os.PathLike | None, overrides: Iterable[str] | Mapping[str, Any] = ()
+) -> C:
+    """`cls` from its defaults, then the YAML at `path` (if any), then the overrides.
+
+    Overrides are `key.sub=value` strings (values parsed as YAML scalars) or a mapping of already
+    typed values (CLI options; None values are skipped).
+    """
+    data: dict[str, Any] = read_yaml_mapping(path) if path else {}
+    source = str(path) if path else "options"
+    if isinstance(overrides, Mapping):
+        data.update({k: v for k, v in overrides.items() if v is not None})
+    else:
+        for item in overrides:
+            keys, value = _parse_override(cls, item)
+            _merge(data, keys, value, item)
+        if overrides:
+            source = f"{source} + overrides" if path else "overrides"
+    return config_from_dict(cls, data, source)
+
+
+# ---- the model config (contract: configs/model/*.yaml) ---------------------------------------------
+
+
+@dataclass(config=STRICT_KEYS)
 class VideoTowerConfig:
-    img_size: int = 224
-    patch_size: int = 16
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    num_frames: int = 16  # size of temporal_embed; inputs may have F <= num_frames frames
+    img_size: PositiveInt = 224
+    patch_size: PositiveInt = 16
+    embed_dim: PositiveInt = 768
+    depth: PositiveInt = 12
+    num_heads: PositiveInt = 12
+    mlp_ratio: PositiveFloat = 4.0
+    num_frames: PositiveInt = 16  # size of temporal_embed; inputs may have F <= num_frames frames
 
     @property
     def patches_per_frame(self) -> int:
         return (self.img_size // self.patch_size) ** 2
 
 
-@dataclass
+@dataclass(config=STRICT_KEYS)
 class TextTowerConfig:
-    dim: int = 768
-    n_layers: int = 6
-    n_heads: int = 12
-    hidden_dim: int = 3072
-    vocab_size: int = 30522
-    max_position_embeddings: int = 512
+    dim: PositiveInt = 768
+    n_layers: PositiveInt = 6
+    n_heads: PositiveInt = 12
+    hidden_dim: PositiveInt = 3072
+    vocab_size: PositiveInt = 30522
+    max_position_embeddings: PositiveInt = 512
 
 
-@dataclass
+@dataclass(config=STRICT_KEYS)
 class ModelConfig:
-    video: VideoTowerConfig = field(default_factory=VideoTowerConfig)
-    text: TextTowerConfig = field(default_factory=TextTowerConfig)
-    projection_dim: int = 256
+    video: VideoTowerConfig = dataclasses.field(default_factory=VideoTowerConfig)
+    text: TextTowerConfig = dataclasses.field(default_factory=TextTowerConfig)
+    projection_dim: PositiveInt = 256
     name: str = "egovlp-base"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def config_hash(self) -> str:
-        """Short stable hash of the architecture, written next to every feature file."""
+        """Short stable hash of the architecture (weights are hashed by `egovlp.features.weights_hash`)."""
         arch = {k: v for k, v in self.to_dict().items() if k != "name"}
         return hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:12]
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelConfig:
-        known = {"video", "text", "projection_dim", "name"}
-        unknown = set(data) - known
-        if unknown:
-            raise InputError(f"{source}: unknown model config keys {sorted(unknown)}")
-        try:
-            video = VideoTowerConfig(**(data.get("video") or {}))
-            text = TextTowerConfig(**(data.get("text") or {}))
-        except TypeError as err:  # an unknown field inside video/text
-            raise InputError(f"{source}: {err}") from None
-        return cls(
-            video=video,
-            text=text,
-            projection_dim=int(data.get("projection_dim", 256)),
-            name=str(data.get("name", Path(source).stem if source != "config" else "egovlp")),
-        )
+    def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> ModelConfig:
+        return config_from_dict(cls, data, source)
 
 
 def load_config(path: str | os.PathLike) -> ModelConfig:
     """Read a model YAML (configs/model/*.yaml) or a config.json written by save_pretrained."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: model config not found")
-    try:
-        with open(path) as f:
-            data = json.load(f) if path.suffix == ".json" else yaml.safe_load(f)
-    except (yaml.YAMLError, json.JSONDecodeError) as err:
-        raise InputError(f"{path}: not valid YAML/JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a mapping at the top level")
+    data = read_yaml_mapping(path, "model config")
     data.setdefault("name", path.stem)
-    return ModelConfig.from_dict(data, source=str(path))
+    return config_from_dict(ModelConfig, data, str(path))
 
 
 def base_config() -> ModelConfig:

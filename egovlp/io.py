@@ -153,8 +153,8 @@ def _pid_alive(pid: int) -> bool:
 def remove_stale_temps(folder: str | os.PathLike, recursive: bool = False) -> int:
     """Delete temp files that killed writers left in `folder`; returns how many were removed.
 
-    A temp file of this host is stale when its pid is gone (or is this very process, which has no
-    write in flight when it calls this at the start of a run); another host's when it is over a day old.
+    A temp file of this host is stale when its writer's pid is gone; another host's (a shared
+    filesystem) when it is over a day old; one of the older unnamed kind when it is over an hour old.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -171,8 +171,7 @@ def remove_stale_temps(folder: str | os.PathLike, recursive: bool = False) -> in
         if match is None:
             stale = _LEGACY_TEMP_RE.match(path.name) is not None and age > _LEGACY_TEMP_AGE_S
         elif match["host"] == _HOST:
-            pid = int(match["pid"])
-            stale = pid == os.getpid() or not _pid_alive(pid)
+            stale = not _pid_alive(int(match["pid"]))
         else:
             stale = age > _FOREIGN_TEMP_AGE_S
         if stale:

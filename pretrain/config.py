@@ -1,62 +1,65 @@
-"""Pretraining options: a YAML file (configs/pretrain/*.yaml) plus `key=value` overrides."""
+"""Pretraining options: a YAML file (configs/pretrain/*.yaml) plus `key=value` overrides.
+
+Loaded by the project's one config loader (`egovlp.config.load_config_file`): typed fields, limits on
+the fields, unknown keys refused, every error one line naming the key and the file.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import field
+from typing import Any, Literal
 
-import yaml
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic.dataclasses import dataclass
 
-from egovlp.errors import InputError
+from egovlp.config import STRICT_KEYS, load_config_file
 
 
-@dataclass
+@dataclass(config=STRICT_KEYS)
 class DataOptions:
     shards: str = ""  # a shard directory, a brace pattern, or a list file
-    batch_size: int = 16  # clips per process per step; each brings its negative (2x in the loss)
-    num_workers: int = 2
-    shuffle_buffer: int = 500
+    batch_size: PositiveInt = 16  # clips per process per step; each brings its negative (2x in the loss)
+    num_workers: NonNegativeInt = 2
+    shuffle_buffer: PositiveInt = 500
     taxonomy: str = ""  # folder with verb_taxonomy.json / noun_taxonomy.json
 
 
-@dataclass
+@dataclass(config=STRICT_KEYS)
 class EgoMCQOptions:
     data: str = ""  # egomcq.json; empty disables validation
     videos: str = ""
-    every: int = 0  # validate every N steps (0: only at the end)
-    num_frames: int = 4
-    batch_size: int = 16
-    num_workers: int = 2
+    every: NonNegativeInt = 0  # validate every N steps (0: only at the end)
+    num_frames: PositiveInt = 4
+    batch_size: PositiveInt = 16
+    num_workers: NonNegativeInt = 2
 
 
-@dataclass
+@dataclass(config=STRICT_KEYS)
 class TrainOptions:
-    steps: int = 1000
-    lr: float = 3e-5
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
-    grad_accum: int = 1
-    temperature: float = 0.05
+    steps: PositiveInt = 1000
+    lr: PositiveFloat = 3e-5
+    weight_decay: NonNegativeFloat = 0.01
+    warmup_steps: NonNegativeInt = 100
+    grad_clip: NonNegativeFloat = 1.0  # 0 disables clipping
+    grad_accum: PositiveInt = 1
+    temperature: PositiveFloat = 0.05
     verb: bool = True  # EgoNCE action-aware positives; both False = InfoNCE
     noun: bool = True
     freeze_text: bool = False
     grad_checkpointing: bool = False
-    seed: int = 0
-    log_every: int = 10
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 2
-    mixed_precision: str = "auto"  # auto = bf16 on CUDA, fp32 (no) on CPU; or "no" / "bf16" / "fp16"
+    seed: NonNegativeInt = 0
+    log_every: PositiveInt = 10
+    checkpoint_every: NonNegativeInt = 200  # 0: only the final save
+    keep_checkpoints: PositiveInt = 2
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto = bf16 on CUDA, fp32 on CPU
 
 
-@dataclass
+@dataclass(config=STRICT_KEYS)
 class PretrainConfig:
     model: str = "configs/model/tiny.yaml"  # model YAML
     init: str = ""  # "" (random), an EgoVLP checkpoint/dir, or "vit:PATH" (timm ViT state dict)
     output_dir: str = "runs/pretrain"
-    num_frames: int = 4
     data: DataOptions = field(default_factory=DataOptions)
     egomcq: EgoMCQOptions = field(default_factory=EgoMCQOptions)
     train: TrainOptions = field(default_factory=TrainOptions)
@@ -65,58 +68,6 @@ class PretrainConfig:
         return dataclasses.asdict(self)
 
 
-def _convert(value: str, current: Any, key: str) -> Any:
-    if isinstance(current, bool):
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise InputError(f"override {key}={value}: expected true/false")
-    try:
-        if isinstance(current, int):
-            return int(value)
-        if isinstance(current, float):
-            return float(value)
-    except ValueError:
-        raise InputError(f"override {key}={value}: expected a {type(current).__name__}") from None
-    return value
-
-
-def _apply(obj: Any, data: dict[str, Any], where: str) -> None:
-    for key, value in data.items():
-        if not hasattr(obj, key):
-            raise InputError(f"{where}: unknown option {key!r}")
-        current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, dict):
-                raise InputError(f"{where}.{key}: expected a mapping")
-            _apply(current, value, f"{where}.{key}")
-        else:
-            setattr(
-                obj, key, value if not isinstance(value, str) else _convert(value, current, f"{where}.{key}")
-            )
-
-
 def load_pretrain_config(path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> PretrainConfig:
-    cfg = PretrainConfig()
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(f"{p}: pretrain config not found")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise InputError(f"{p}: not valid YAML ({str(err).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise InputError(f"{p}: expected a mapping at the top level")
-        _apply(cfg, data, str(p))
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise InputError(f"override {item!r}: expected key=value (e.g. train.lr=1e-4)")
-        target, *path_keys = key.split(".")
-        nested: dict[str, Any] = {path_keys[-1]: value} if path_keys else {target: value}
-        for k in reversed(path_keys[:-1]):
-            nested = {k: nested}
-        _apply(cfg, {target: nested} if path_keys else nested, "override")
-    return cfg
+    """Defaults, then the YAML at `path`, then `key.sub=value` overrides."""
+    return load_config_file(PretrainConfig, path, overrides)

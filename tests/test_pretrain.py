@@ -63,7 +63,6 @@ def config(world: Path, out: Path, **train):
     overrides = [
         f"model={world / 'micro.yaml'}",
         f"output_dir={out}",
-        "num_frames=2",
         f"data.shards={world / 'shards'}",
         f"data.taxonomy={world}",
         "data.batch_size=4",
