@@ -11,13 +11,13 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import numpy as np
 
+from egovlp.io import AtomicFile
 from egovlp.synth import geometry as geo
 from egovlp.synth.world import (
     FPS,
@@ -203,14 +203,14 @@ def _draw_hand(
 def render_video(plan: VideoPlan, path: Path, short_side: int) -> int:
     """Render and encode one video to `path` (H.264 mp4, 30 fps, yuv420p); returns the frame count.
 
-    Written to a temporary name in the same folder and renamed, so a killed run leaves no half file.
+    Written through `egovlp.io.AtomicFile`, so a killed run leaves no half file under the real name.
     """
     width, height = frame_size(short_side)
     bg = make_background(plan.scene, width, height)
     n_frames = int(round(plan.duration * FPS))
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.mp4")
+    target = AtomicFile(path)
     try:
-        with av.open(str(tmp), "w", format="mp4") as out:
+        with av.open(str(target.tmp), "w", format="mp4") as out:
             stream = out.add_stream("libx264", rate=FPS, options=dict(X264_OPTIONS))
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             stream.codec_context.gop_size = GOP
@@ -220,9 +220,9 @@ def render_video(plan: VideoPlan, path: Path, short_side: int) -> int:
                 frame.pts = i
                 out.mux(stream.encode(frame))
             out.mux(stream.encode(None))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    except BaseException:
+        target.abort()
+        raise
+    target.commit()
     log.debug("wrote %s (%d frames)", path, n_frames)
     return n_frames
