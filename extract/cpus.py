@@ -29,15 +29,12 @@ class CpuSplit:
     workers: tuple[int, ...]  # one core per decode worker, by worker id
 
 
-def plan_cpu_split(workers: int, local_rank: int = 0, local_world: int = 1) -> CpuSplit | None:
+def plan_cpu_split(workers: int) -> CpuSplit | None:
     """Cores for `workers` decode workers and the model, or None when there is nothing to split
-    (no workers, no affinity API, or not more cores than workers). With several processes on one
-    machine (torchrun's LOCAL_RANK / LOCAL_WORLD_SIZE), each takes its own block of cores first."""
+    (no workers, no affinity API, or not more cores than workers)."""
     if workers <= 0 or not hasattr(os, "sched_getaffinity"):
         return None
     cores = sorted(os.sched_getaffinity(0))
-    block = len(cores) // max(1, local_world)
-    cores = cores[local_rank * block : (local_rank + 1) * block]
     if len(cores) <= workers:
         return None
     cut = len(cores) - workers

@@ -1,5 +1,5 @@
 """What to extract: `--input` (a folder, a `.txt` list, or an Ego4D annotation file) -> work items,
-and the split of the items over ranks (longest first, balanced by duration).
+one per output.
 
 A work item names one output (`name`), the video file it reads (`source`) and the part of that file
 to read (`start`, `end` in file seconds; `end=None` means to the end of the file). Annotation inputs
@@ -10,7 +10,6 @@ is kept (it becomes a `failed` manifest row) so that one missing file does not s
 
 from __future__ import annotations
 
-import heapq
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,18 +30,6 @@ class WorkItem:
     video_uid: str | None = None
     error: str | None = None  # set when the input cannot be read at all (missing video)
 
-    @property
-    def known_duration(self) -> float | None:
-        return None if self.end is None else max(0.0, self.end - self.start)
-
-    def weight(self) -> float:
-        """Balancing weight: the annotated duration, else the file size (a cheap proxy for length)."""
-        if self.known_duration is not None:
-            return self.known_duration
-        try:
-            return float(os.path.getsize(self.source))
-        except OSError:
-            return 0.0
 
 
 def _annotation_kind(data: object) -> str | None:
@@ -144,21 +131,3 @@ def resolve_inputs(input_path: str, video_root: str | None = None, per_video: bo
     if dupes:
         raise InputError(f"{path}: several inputs map to the same output name: {', '.join(dupes[:5])}")
     return items
-
-
-def split_by_rank(items: list[WorkItem], rank: int, world_size: int) -> list[WorkItem]:
-    """This rank's share: longest first, each item to the rank with the least work so far (LPT).
-
-    Deterministic (ties broken by name and rank), so every rank computes the same split alone.
-    """
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise InputError(f"rank {rank} / world size {world_size}: need 0 <= rank < world size")
-    order = sorted(items, key=lambda it: (-it.weight(), it.name))
-    loads = [(0.0, r) for r in range(world_size)]
-    mine: list[WorkItem] = []
-    for item in order:
-        load, r = heapq.heappop(loads)
-        if r == rank:
-            mine.append(item)
-        heapq.heappush(loads, (load + item.weight(), r))
-    return mine

@@ -24,7 +24,7 @@ from egovlp.errors import VideoReadError
 from egovlp.transforms import EVAL_RESIZE, IMAGENET_MEAN, IMAGENET_STD
 from egovlp.video import VideoInfo, read_frames, video_info
 from extract.inputs import WorkItem
-from extract.sampling import SamplePlan, vq_plan, window_plan
+from extract.sampling import SamplePlan, compat_plan, vq_plan, window_plan
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +49,22 @@ def probe(item: WorkItem, preset: str, compat: bool = False) -> Job:
         raise VideoReadError(
             f"{item.source}: clip {item.name} starts at {item.start:.3f}s, past the video's end ({info.duration:.3f}s)"
         )
-    end = info.duration if item.end is None else item.end
+    if item.end is not None:
+        end = item.end
+    else:  # the whole file; --compat: the published reader's clip [0, vlen / fps]
+        end = info.num_frames / info.fps if compat else info.duration
     duration = end - item.start
     if duration <= 0:
         raise VideoReadError(f"{item.source}: clip {item.name} has no length (start {item.start}, end {end})")
     if preset == "vq2d":
         plan = vq_plan(item.start, duration, info.fps, info.num_frames)
+    elif compat:
+        try:
+            plan = compat_plan(item.start, end, info.fps, info.num_frames)
+        except VideoReadError as err:
+            raise VideoReadError(f"{item.source}: clip {item.name}: {err}") from None
     else:
-        plan = window_plan(item.start, duration, info.fps, info.num_frames, compat=compat)
+        plan = window_plan(item.start, duration, info.fps, info.num_frames)
     return Job(item, info, item.start, duration, plan)
 
 
@@ -165,7 +173,8 @@ class DecodeStream(IterableDataset):
             yield row0, min(row0 + size, rows)
             row0, size = row0 + size, min(2 * size, self.chunk_rows)
 
-    def _read_job(self, pos: int, job: Job, ramp: bool = False) -> Iterator[Chunk]:
+    def read_job(self, pos: int, job: Job, ramp: bool = False) -> Iterator[Chunk]:
+        """The chunks of one job, front to back; a decode failure ends it with one error chunk."""
         rows = job.plan.num_rows
         for row0, row1 in self._bounds(rows, ramp):
             t0 = time.perf_counter()
@@ -185,4 +194,4 @@ class DecodeStream(IterableDataset):
         worker = get_worker_info()
         wid, nw = (0, 1) if worker is None else (worker.id, worker.num_workers)
         for k, pos in enumerate(range(wid, len(self.jobs), nw)):
-            yield from self._read_job(pos, self.jobs[pos], ramp=k == 0)
+            yield from self.read_job(pos, self.jobs[pos], ramp=k == 0)

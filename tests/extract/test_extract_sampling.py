@@ -1,4 +1,5 @@
-"""Row grids (1.875 rows/s exact, 1.87 compat, 5 fps VQ2D) and the rank split, as pure functions."""
+"""Row grids (1.875 rows/s exact, the published --compat reader, 5 fps VQ2D) against the formulas of
+DESIGN.md B.6 written out independently here, and the rank split."""
 
 from __future__ import annotations
 
@@ -7,59 +8,100 @@ import math
 import numpy as np
 import pytest
 
+from egovlp.errors import VideoReadError
 from extract.inputs import WorkItem, split_by_rank
-from extract.sampling import vq_plan, window_plan
+from extract.sampling import compat_plan, vq_plan, window_plan
 
 
-def test_exact_grid_30fps_ten_seconds():
+def default_frames(start: float, duration: float, fps: float, num_frames: int) -> list[list[int]]:
+    """B.6 default, spelled out: grid frame 16k + 4q + 1 clamped to the clip, mapped to the file by time."""
+    clip_frames = max(1, round(duration * 30))
+    first = max(0, math.floor(start * fps + 1e-6))
+    last = min(num_frames - 1, math.ceil((start + duration) * fps - 1e-6) - 1)
+    rows = []
+    for k in range(math.ceil(clip_frames / 16)):
+        row = []
+        for q in range(4):
+            lo, hi = 16 * k + 4 * q, 16 * k + 4 * q + 3
+            p = min((lo + hi) // 2, clip_frames - 1)
+            row.append(min(max(math.floor((start + (p + 0.5) / 30) * fps + 1e-6), first), last))
+        rows.append(row)
+    return rows
+
+
+def compat_frames(s: float, e: float, vlen: int) -> list[list[int]]:
+    """The published reader for a 30 fps source, spelled out."""
+    n = (e - s) * 1.87 * 4
+    b = np.linspace(max(0, s * 30), min(vlen, e * 30), int(n + 1) + 1).astype(int)
+    frames = [(int(b[i]) + int(b[i + 1]) - 1) // 2 for i in range(int(n + 1))]
+    T = len(frames) // 4
+    return [frames[4 * k : 4 * k + 4] for k in range(T)]
+
+
+@pytest.mark.parametrize(
+    ("start", "duration"), [(0.0, 0.2), (0.0, 0.5), (0.0, 5.0), (0.0, 10.0), (1.0, 2.0), (3.7, 30.0), (0.0, 487.3)]
+)
+def test_default_grid_30fps(start, duration):
+    num_frames = math.ceil((start + duration) * 30) + 5
+    plan = window_plan(start, duration, 30.0, num_frames)
+    expected = default_frames(start, duration, 30.0, num_frames)
+    assert plan.indices.tolist() == expected
+    assert plan.num_rows == math.ceil(max(1, round(duration * 30)) / 16)
+    assert plan.rows_per_second == 1.875
+    assert plan.row_times[0, 0] == 0.0 and plan.row_times[-1, 1] == pytest.approx(duration, abs=1e-6)
+
+
+def test_default_grid_first_rows_are_16k_4q_1():
     plan = window_plan(0.0, 10.0, 30.0, 300)
     assert plan.num_rows == 19  # ceil(300 / 16)
-    assert plan.indices[0].tolist() == [2, 6, 10, 14]
-    assert plan.indices[1].tolist() == [18, 22, 26, 30]
-    assert plan.indices[18].tolist() == [290, 294, 298, 299]  # 302 clamps to the clip's last frame
+    assert plan.indices[0].tolist() == [1, 5, 9, 13]
+    assert plan.indices[1].tolist() == [17, 21, 25, 29]
+    assert plan.indices[18].tolist() == [289, 293, 297, 299]  # 301 clamps to the clip's last frame
     assert plan.row_times[1].tolist() == pytest.approx([16 / 30, 32 / 30])
-    assert plan.row_times[-1].tolist() == pytest.approx([288 / 30, 10.0])  # last window clamped to the clip
-    assert plan.rows_per_second == 1.875
+    assert window_plan(0.0, 0.2, 30.0, 6).indices.tolist() == [[1, 5, 5, 5]]  # shorter than one window
 
 
-def test_exact_grid_applies_clip_start_and_clamps_to_clip():
-    plan = window_plan(1.0, 2.0, 30.0, 1000)  # clip = file frames [30, 90)
-    assert plan.num_rows == 4  # ceil(60 / 16)
-    assert plan.indices[0].tolist() == [32, 36, 40, 44]
-    assert plan.indices.max() == 89 and plan.indices.min() >= 30
+@pytest.mark.parametrize(("fps", "duration"), [(25.0, 4.0), (25.0, 10.0), (24.0, 7.3), (60.0, 2.0)])
+def test_default_grid_other_source_rates(fps, duration):
+    num_frames = math.ceil(duration * fps)
+    plan = window_plan(0.0, duration, fps, num_frames)
+    assert plan.indices.tolist() == default_frames(0.0, duration, fps, num_frames)
+    assert plan.num_rows == math.ceil(round(duration * 30) / 16)  # T depends on the duration, not the fps
 
 
-def test_clip_shorter_than_one_window():
-    plan = window_plan(0.0, 0.2, 30.0, 6)
-    assert plan.num_rows == 1
-    assert plan.indices.tolist() == [[2, 5, 5, 5]]
-    assert plan.row_times.tolist() == [[0.0, 0.2]]
-
-
-def test_non_30fps_source_is_resampled_to_the_30fps_grid():
-    plan = window_plan(0.0, 10.0, 25.0, 250)
-    assert plan.num_rows == 19  # T depends on the duration, not on the file's fps
-    # 30 fps position p -> file frame shown at the centre of p: floor((p + 0.5) / 30 * 25)
-    expected = [[math.floor((16 * k + 4 * q + 2.5) / 30 * 25) for q in range(4)] for k in range(19)]
-    expected = np.minimum(expected, 249)
-    assert plan.indices.tolist() == expected.tolist()
-
-
-@pytest.mark.parametrize("duration", [0.3, 5.0, 10.0, 100.0, 487.3])
-def test_compat_grid(duration):
-    plan = window_plan(0.0, duration, 30.0, math.ceil(duration * 30), compat=True)
-    assert plan.num_rows == max(1, math.ceil(duration * 1.87))
+@pytest.mark.parametrize(
+    ("s", "e", "vlen"),
+    [(0.0, 30.0, 900), (0.0, 0.5, 15), (0.0, 5.0, 150), (0.0, 100.0, 3000), (12.4, 91.7, 9000), (0.0, 487.3, 14619),
+     (100.0, 130.0, 3500)],  # the last clip runs past the file's end: the boundaries stop at vlen
+)  # fmt: skip
+def test_compat_is_the_published_reader(s, e, vlen):
+    plan = compat_plan(s, e, 30.0, vlen)
+    expected = compat_frames(s, e, vlen)
+    assert plan.indices.tolist() == expected
+    assert plan.num_rows == int((e - s) * 1.87 * 4 + 1) // 4
     assert plan.rows_per_second == 1.87
-    # no zero rows: every row samples frames inside the clip, in time order
-    assert plan.indices.min() >= 0 and plan.indices.max() <= math.ceil(duration * 30) - 1
-    assert np.all(np.diff(plan.indices.reshape(-1)) >= 0)
-    k = plan.num_rows // 2
-    assert plan.row_times[k].tolist() == pytest.approx([k / 1.87, min((k + 1) / 1.87, duration)], abs=1e-5)
 
 
-def test_exact_and_compat_row_counts_differ_on_long_clips():
-    assert window_plan(0.0, 100.0, 30.0, 3000).num_rows == 188  # ceil(3000 / 16)
-    assert window_plan(0.0, 100.0, 30.0, 3000, compat=True).num_rows == 187  # ceil(100 * 1.87)
+def test_compat_thirty_seconds_is_56_rows():
+    assert compat_plan(0.0, 30.0, 30.0, 900).num_rows == 56  # the default grid gives 57
+    assert window_plan(0.0, 30.0, 30.0, 900).num_rows == 57
+    assert compat_plan(0.0, 100.0, 30.0, 3000).num_rows == 187  # int(749) // 4
+
+
+def test_compat_clip_shorter_than_one_row_is_an_error():
+    with pytest.raises(VideoReadError, match="fewer than one --compat row"):
+        compat_plan(0.0, 0.3, 30.0, 9)  # n = 2.244: 3 frames, no row of 4
+    assert compat_plan(0.0, 0.41, 30.0, 13).num_rows == 1  # n = 3.07: 4 frames
+
+
+@pytest.mark.parametrize(("fps", "num_frames"), [(25.0, 100), (25.0, 250), (60.0, 600)])
+def test_compat_other_source_rates_read_the_30fps_grid_by_time(fps, num_frames):
+    e = num_frames / fps
+    vlen = round(e * 30)  # the file's length on the 30 fps grid
+    plan = compat_plan(0.0, e, fps, num_frames)
+    grid = np.array(compat_frames(0.0, e, vlen))
+    expected = np.clip(np.floor((grid + 0.5) / 30 * fps + 1e-6).astype(int), 0, num_frames - 1)
+    assert plan.indices.tolist() == expected.tolist()
 
 
 def test_vq_plan_five_fps():
@@ -78,5 +120,5 @@ def test_rank_split_covers_every_input_once_longest_first():
         weights = [it.weight() for it in part]
         assert weights == sorted(weights, reverse=True)
     loads = [sum(it.weight() for it in part) for part in parts]
-    assert max(loads) - min(loads) <= 50  # LPT: no rank holds more than the largest item over another
+    assert max(loads) - min(loads) <= 50
     assert parts[0][0].name == "v1"
