@@ -13,9 +13,25 @@ this package directly; the submodules load on first use.
 from __future__ import annotations
 
 import importlib
+import json
+import os
+from pathlib import Path
 from typing import Any
 
+from egovlp.errors import InputError
 from egovlp.io import atomic_write, write_json_atomic
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON") -> Any:
+    """json.load with an InputError naming the file (and what it should be) on a missing file or bad JSON."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise InputError(f"{path}: cannot read {what} ({err.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not valid JSON ({err})") from None
+
 
 _EXPORTS = {
     "egoclip": (
@@ -39,7 +55,6 @@ _EXPORTS = {
         "read_nlq",
         "read_moments",
         "read_vq2d",
-        "read_json",
     ),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -54,4 +69,4 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
-__all__ = ["atomic_write", "write_json_atomic", *_WHERE]
+__all__ = ["atomic_write", "read_json", "write_json_atomic", *_WHERE]

@@ -14,7 +14,6 @@ Anything malformed raises InputError naming the file and the JSON path, e.g.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from egovlp.errors import InputError
-from egovlp.formats import write_json_atomic
+from egovlp.formats import read_json, write_json_atomic
 
 __all__ = [
     "NLQClip",
@@ -36,6 +35,7 @@ __all__ = [
     "read_nlq",
     "read_moments",
     "read_vq2d",
+    "parse_vq2d",
     "write_json_atomic",
 ]
 
@@ -183,17 +183,6 @@ class _Doc:
         return int(value)
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """json.load with InputError naming the file on a missing file or bad JSON."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise InputError(f"{path}: cannot read ({err.strerror})") from err
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: not valid JSON ({err})") from err
-
-
 def _clips(doc: _Doc, data: Any):
     """Yield (video_idx, clip_idx, video, clip, where) over videos[] -> clips[]."""
     root = doc.obj(data, "")
@@ -318,15 +307,22 @@ def _query_set(doc: _Doc, ai: int, qid: str, raw: Any, where: str) -> VQQuerySet
     if is_valid and qs.visual_crop is None:
         raise doc.fail(where, "missing 'visual_crop'")
     if is_valid and not qs.response_track:
-        raise doc.fail(where, "valid query set with an empty response_track")
+        raise doc.fail(f"{where}.response_track", "empty response track in a valid query set")
     return qs
 
 
 def read_vq2d(path: str | os.PathLike) -> list[VQClip]:
     """VQ2D annotation file -> clips with their query sets (annotation index and id kept)."""
-    doc = _Doc(Path(path))
+    return parse_vq2d(read_json(path), path)
+
+
+def parse_vq2d(data: Any, source: str | os.PathLike) -> list[VQClip]:
+    """The parsed JSON of a VQ2D annotation file -> clips; the one validation that extract, the heads
+    and `egovlp eval vq2d` share (a valid query set needs a query_frame, a visual_crop with numeric
+    sizes and a non-empty response track). Errors name `source` and the JSON path."""
+    doc = _Doc(Path(source))
     out: list[VQClip] = []
-    for vi, ci, video, clip, where in _clips(doc, read_json(path)):
+    for vi, ci, video, clip, where in _clips(doc, data):
         anns = doc.get_list(clip, "annotations", where, required=False)
         fps = doc.get_num(clip, "clip_fps", where, required=False)
         record = VQClip(

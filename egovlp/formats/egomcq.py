@@ -7,7 +7,6 @@ types 1 = inter-video (choices from different videos), 2 = intra-video (same vid
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from egovlp.errors import InputError
-from egovlp.formats import write_json_atomic
+from egovlp.formats import read_json, write_json_atomic
 
 INTER, INTRA = 1, 2
 MIN_CHOICES = 2
@@ -91,12 +90,7 @@ def _parse_item(key: str, raw, where: str) -> MCQItem:
 def read_egomcq(path: str | os.PathLike) -> list[MCQItem]:
     """Items of an EgoMCQ json in key order ("0", "1", ...); InputError names file and key."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise InputError(f"{path}: cannot read EgoMCQ json ({err.strerror})") from err
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from err
+    data = read_json(path, "EgoMCQ json")
     if not isinstance(data, dict):
         raise InputError(f'{path}: expected an object keyed "0".."N-1"')
     keys = sorted(data, key=lambda k: (0, int(k)) if str(k).isdigit() else (1, str(k)))

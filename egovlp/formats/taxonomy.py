@@ -8,7 +8,6 @@ names ({"verbs": ["take_(pick,_grab,_get)", ...]}), where the position is the id
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 import torch
 
 from egovlp.errors import InputError
-from egovlp.formats import write_json_atomic
+from egovlp.formats import read_json, write_json_atomic
 
 KINDS = ("verb", "noun")
 FILE_NAMES = {"verb": "verb_taxonomy.json", "noun": "noun_taxonomy.json"}
@@ -40,12 +39,7 @@ def _kind_key(data: dict, path: Path) -> str:
 def read_taxonomy(path: str | os.PathLike) -> list[TaxonomyEntry]:
     """Entries of a verb or noun taxonomy file, sorted by id; ids must be unique non-negative ints."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise InputError(f"{path}: cannot read taxonomy ({err.strerror})") from err
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from err
+    data = read_json(path, "taxonomy")
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object with a 'verbs' or 'nouns' list")
     key = _kind_key(data, path)
