@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from heads.iou import box_iou
 from heads.metrics.io import Loc, as_dict, as_int, as_list, as_number, get
 
 KEYS = ("T_recall", "IoU_all", "IoU_gold", "IoU_gold_pred")
@@ -93,9 +94,7 @@ def _region_iou(a: Region, b: Region, loc: Loc) -> float:
         if a.shape != b.shape:
             raise loc.error(f"mask shape {b.shape} differs from the ground truth's {a.shape}")
         return float(np.logical_and(a, b).sum() / np.logical_or(a, b).sum())
-    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union
+    return float(box_iou(np.array(a), np.array(b)))  # both boxes have a positive area
 
 
 def to_region(value: Any, loc: Loc) -> Region:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from egovlp.errors import InputError
+from egovlp.formats.ego4d import VQQuerySet
+from egovlp.formats.ego4d import parse_vq2d as parse_vq2d_annotations
 
 Window = tuple[float, float]
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2
@@ -273,16 +275,6 @@ class Vq2dItem:
     score: float | None = None
 
 
-def _gt_box(value: Any, loc: Loc) -> tuple[int, Box]:
-    box = as_dict(value, loc)
-    fno = as_int(*get(box, "frame_number", loc))
-    x, y = as_number(*get(box, "x", loc)), as_number(*get(box, "y", loc))
-    w, h = as_number(*get(box, "width", loc)), as_number(*get(box, "height", loc))
-    if w < 0 or h < 0:
-        raise loc.error(f"negative box size {w:g}x{h:g}")
-    return fno, (x, y, x + w, y + h)
-
-
 def _pred_box(value: Any, loc: Loc) -> tuple[int, Box]:
     box = as_dict(value, loc)
     fno = as_int(*get(box, "fno", loc))
@@ -302,15 +294,26 @@ def _track(boxes: list[tuple[Any, Loc]], parse) -> dict[int, Box]:
     return track
 
 
+def _gt_track(qs: VQQuerySet, loc: Loc) -> dict[int, Box]:
+    """A validated ground-truth response track (x, y, width, height) -> frame -> (x1, y1, x2, y2)."""
+    boxes = [(b, loc.key("response_track").index(i)) for i, b in enumerate(qs.response_track)]
+    return _track(boxes, lambda b, _loc: (b.frame_number, (b.x, b.y, b.x + b.width, b.y + b.height)))
+
+
 def _aligned(gt_list: list, pred_list: list, what: str, loc: Loc) -> None:
     if len(pred_list) != len(gt_list):
         raise loc.error(f"{len(pred_list)} {what}, the ground truth has {len(gt_list)} (same order required)")
 
 
 def parse_vq2d(gt: Any, pred: Any, gt_source: str, pred_source: str) -> list[Vq2dItem]:
-    """Pair each valid ground-truth query set with its prediction; predictions follow the GT order."""
+    """Pair each valid ground-truth query set with its prediction; predictions follow the GT order.
+
+    The ground truth goes through `egovlp.formats.ego4d.parse_vq2d`, the validation that extract and
+    the heads use (a valid query set needs a query_frame, a visual_crop with numeric sizes and a
+    non-empty response track)."""
+    clips = {(c.video_idx, c.clip_idx): c for c in parse_vq2d_annotations(gt, gt_source)}
     groot, proot = Loc(gt_source), Loc(pred_source)
-    gt, pred = as_dict(gt, groot), as_dict(pred, proot)
+    pred = as_dict(pred, proot)
     check_challenge(pred, VQ2D_CHALLENGE, proot)
     if "version" in gt and "version" in pred and gt["version"] != pred["version"]:
         raise proot.key("version").error(
@@ -321,29 +324,32 @@ def parse_vq2d(gt: Any, pred: Any, gt_source: str, pred_source: str) -> list[Vq2
     pvideos = items(as_dict(results, rloc), "videos", rloc)
     _aligned(gvideos, pvideos, "videos", rloc.key("videos"))
     out: list[Vq2dItem] = []
-    for (gv, gvloc), (pv, pvloc) in zip(gvideos, pvideos, strict=True):
+    for vi, ((gv, gvloc), (pv, pvloc)) in enumerate(zip(gvideos, pvideos, strict=True)):
         _same_uid(as_dict(gv, gvloc), as_dict(pv, pvloc), "video_uid", gvloc, pvloc)
         gclips, pclips = items(gv, "clips", gvloc), items(pv, "clips", pvloc)
         _aligned(gclips, pclips, "clips", pvloc.key("clips"))
-        for (gc, gcloc), (pc, pcloc) in zip(gclips, pclips, strict=True):
-            clip_uid = _same_uid(as_dict(gc, gcloc), as_dict(pc, pcloc), "clip_uid", gcloc, pcloc)
-            ganns, panns = items(gc, "annotations", gcloc), items(pc, "predictions", pcloc)
-            _aligned(ganns, panns, "predictions", pcloc.key("predictions"))
-            for a, ((ga, galoc), (pa, paloc)) in enumerate(zip(ganns, panns, strict=True)):
-                gsets, gsloc = get(as_dict(ga, galoc), "query_sets", galoc)
+        for ci, ((gc, gcloc), (pc, pcloc)) in enumerate(zip(gclips, pclips, strict=True)):
+            clip = clips[(vi, ci)]
+            _same_uid(as_dict(gc, gcloc), as_dict(pc, pcloc), "clip_uid", gcloc, pcloc)
+            panns = items(pc, "predictions", pcloc)
+            _aligned([None] * clip.num_annotations, panns, "predictions", pcloc.key("predictions"))
+            sets = {(qs.annotation_idx, qs.query_set_id): qs for qs in clip.query_sets}
+            for a, (pa, paloc) in enumerate(panns):
+                galoc = gcloc.key("annotations").index(a)
                 psets, psloc = get(as_dict(pa, paloc), "query_sets", paloc)
-                gsets, psets = as_dict(gsets, gsloc), as_dict(psets, psloc)
+                psets = as_dict(psets, psloc)
                 for qid in psets:
-                    if qid not in gsets:
+                    if (a, qid) not in sets:
                         raise psloc.key(qid).error("no such query set in the ground truth")
-                for qid, gq in gsets.items():
-                    gqloc = gsloc.key(qid)
-                    valid = get(as_dict(gq, gqloc), "is_valid", gqloc)[0]
-                    if valid is not True:  # invalid query sets are not scored
+                for qid in gt["videos"][vi]["clips"][ci]["annotations"][a].get("query_sets", {}):
+                    qs = sets[(a, str(qid))]
+                    if not qs.is_valid:  # invalid query sets are not scored
                         continue
                     if qid not in psets:
                         raise psloc.error(f"missing query set {qid!r}, which is valid in the ground truth")
-                    out.append(_vq2d_item(f"{clip_uid}/{a}/{qid}", gq, gqloc, psets[qid], psloc.key(qid)))
+                    gt_track = _gt_track(qs, galoc.key("query_sets").key(qid))
+                    name = f"{clip.clip_uid}/{a}/{qid}"
+                    out.append(_vq2d_item(name, gt_track, psets[qid], psloc.key(qid)))
     if not out:
         raise groot.error("no valid query sets to score")
     return out
@@ -357,10 +363,7 @@ def _same_uid(g: dict, p: dict, name: str, gloc: Loc, ploc: Loc) -> str:
     return expected
 
 
-def _vq2d_item(name: str, gq: dict, gqloc: Loc, pq: Any, pqloc: Loc) -> Vq2dItem:
-    gt = _track(items(gq, "response_track", gqloc), _gt_box)
-    if not gt:
-        raise gqloc.key("response_track").error("empty response track in a valid query set")
+def _vq2d_item(name: str, gt: dict[int, Box], pq: Any, pqloc: Loc) -> Vq2dItem:
     pq = as_dict(pq, pqloc)
     pred = _track(items(pq, "bboxes", pqloc), _pred_box)
     score_value, sloc = get(pq, "score", pqloc)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from heads.iou import segment_iou
 from heads.metrics.io import Loc, MqInstance, parse_mq_ground_truth, parse_mq_predictions
 
 logger = logging.getLogger(__name__)
@@ -50,15 +51,6 @@ def ap_from_ranked_hits(hits: np.ndarray, n_positives: int) -> np.ndarray:
 def rank_by_score(scores: np.ndarray) -> np.ndarray:
     """Indices by decreasing score; equal scores keep their input order (a stable, documented tie rule)."""
     return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-
-
-def segment_iou_matrix(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """tIoU [P, G] of [P, 2] and [G, 2] second windows; an empty union gives 0."""
-    inter = np.clip(
-        np.minimum(pred[:, None, 1], gt[None, :, 1]) - np.maximum(pred[:, None, 0], gt[None, :, 0]), 0, None
-    )
-    union = (pred[:, None, 1] - pred[:, None, 0]) + (gt[None, :, 1] - gt[None, :, 0]) - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def mq_metrics(
@@ -108,7 +100,7 @@ def _class_ap(gt: dict[str, np.ndarray], dets: list[MqInstance], thresholds: np.
         ranks_by_clip[clip].append(rank)
     for clip, ranks in ranks_by_clip.items():
         if clip in gt:
-            hits[:, ranks] = _greedy_match(segment_iou_matrix(segments[ranks], gt[clip]), thresholds)
+            hits[:, ranks] = _greedy_match(segment_iou(segments[ranks][:, None], gt[clip][None]), thresholds)
     return ap_from_ranked_hits(hits, n_pos)
 
 
@@ -138,7 +130,7 @@ def _class_recall(gt: dict[str, np.ndarray], dets: list[MqInstance]) -> float:
             continue
         top = rank_by_score(np.array([d.score for d in clip_dets]))[: RECALL_TOP_X * len(windows)]
         segments = np.array([(clip_dets[i].start, clip_dets[i].end) for i in top], dtype=np.float64)
-        found += int((segment_iou_matrix(segments, windows) >= RECALL_TIOU).any(axis=0).sum())
+        found += int((segment_iou(segments[:, None], windows[None]) >= RECALL_TIOU).any(axis=0).sum())
     return found / total
 
 

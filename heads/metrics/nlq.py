@@ -4,6 +4,10 @@ The official definition, to the letter: for each prediction entry the ranked win
 the query's ground-truth window; a hit at (k, t) needs one of the first k IoUs **strictly greater**
 than t; recall is averaged over the prediction entries (not over every ground-truth query), and mIoU is
 the mean IoU of the rank-1 window. Results are in percent, as the official script prints them.
+
+The IoU is `heads.iou.segment_iou` on seconds. The official script divides by the hull (min start ..
+max end); that equals the true union whenever the windows overlap, and the intersection is 0
+otherwise, so both give the same IoU. Two equal points (an empty union) give 0.
 """
 
 from __future__ import annotations
@@ -11,23 +15,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
+
+from heads.iou import segment_iou
 from heads.metrics.io import NlqPrediction, Window, parse_nlq_ground_truth, parse_nlq_predictions
 
 logger = logging.getLogger(__name__)
 
 THRESHOLDS = (0.3, 0.5)
 TOP_K = (1, 3, 5)
-
-
-def temporal_iou(a: Window, b: Window) -> float:
-    """IoU of two [start, end] windows in seconds; an empty union (two equal points) gives 0.
-
-    The official script divides by the hull (min start .. max end); that equals the true union whenever
-    the windows overlap, and the intersection is 0 otherwise, so both give the same IoU.
-    """
-    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
-    union = (a[1] - a[0]) + (b[1] - b[0]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def nlq_metrics(
@@ -46,11 +42,11 @@ def nlq_metrics(
     rank1_iou = 0.0
     for entry in entries:
         window = _ground_truth_window(entry, truth.windows, first_seen, gt_name)
-        ious = [temporal_iou(w, window) for w in entry.windows]
-        rank1_iou += ious[0] if ious else 0.0
+        ious = segment_iou(np.array(entry.windows, dtype=np.float64).reshape(-1, 2), np.array(window))  # [W]
+        rank1_iou += float(ious[0]) if len(ious) else 0.0
         for t in THRESHOLDS:
             for k in TOP_K:
-                hits[(k, t)] += any(iou > t for iou in ious[:k])
+                hits[(k, t)] += bool((ious[:k] > t).any())
     n = len(entries)
     if n == 0:
         logger.warning("%s holds no prediction entries; every recall is 0", pred_name)

@@ -4,7 +4,9 @@ Each valid query set is one item with one ground-truth response track and one pr
 predicted tracks of all items are ranked together by score (ties keep ground-truth order) and scored as
 detections of their own item's track with ActivityNet AP and VOC-2011 interpolation:
 - tAP on temporal extents (first frame, last frame) with the inclusive frame convention
-  tIoU = (min(e1, e2) - max(s1, s2) + 1) / ((e1 - s1 + 1) + (e2 - s2 + 1) - intersection);
+  tIoU = (min(e1, e2) - max(s1, s2) + 1) / ((e1 - s1 + 1) + (e2 - s2 + 1) - intersection)
+  (`heads.iou.segment_iou(..., inclusive=True)`: a frame index covers a whole frame, so a
+  single-frame track [f, f] has length 1, unlike the continuous seconds of NLQ and MQ);
 - stAP with the spatio-temporal IoU: the summed box intersections over the frames both tracks share,
   over (volume1 + volume2 - intersection), a track's volume being the sum of its box areas.
 Both at 0.25, 0.5, 0.75, 0.95 (the headline numbers are the mean, and the value at 0.25), as fractions.
@@ -22,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from heads.metrics.io import Box, parse_vq2d
+from heads.iou import Box, box_area, box_intersection, box_iou, segment_iou
+from heads.metrics.io import parse_vq2d
 from heads.metrics.mq import ap_from_ranked_hits, rank_by_score
 
 THRESHOLDS = (0.25, 0.5, 0.75, 0.95)
@@ -32,38 +35,27 @@ RECOVERY_IOU = 0.5
 Track = dict[int, Box]  # frame number -> (x1, y1, x2, y2)
 
 
-def box_area(box: Box) -> float:
-    return (box[2] - box[0]) * (box[3] - box[1])
+def extent(track: Track) -> tuple[int, int]:
+    """(first frame, last frame) of a track: what tAP scores, with the inclusive tIoU."""
+    return min(track), max(track)
 
 
-def box_intersection(a: Box, b: Box) -> float:
-    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-
-
-def box_iou(a: Box, b: Box) -> float:
-    """IoU of two boxes; two zero-area boxes (empty union) give 0."""
-    inter = box_intersection(a, b)
-    union = box_area(a) + box_area(b) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def temporal_iou(a: Track, b: Track) -> float:
-    """Inclusive-frame tIoU of the two tracks' extents (first frame, last frame)."""
-    s1, e1, s2, e2 = min(a), max(a), min(b), max(b)
-    inter = max(0, min(e1, e2) - max(s1, s2) + 1)
-    return inter / ((e1 - s1 + 1) + (e2 - s2 + 1) - inter)
+def _boxes(track: Track, frames: list[int]) -> np.ndarray:
+    return np.array([track[f] for f in frames], dtype=np.float64).reshape(-1, 4)  # [F, 4]
 
 
 def spatio_temporal_iou(a: Track, b: Track) -> float:
     """Summed per-frame box intersections over the union of the two track volumes; 0 if both are empty."""
-    inter = sum(box_intersection(a[f], b[f]) for f in a.keys() & b.keys())
-    union = sum(map(box_area, a.values())) + sum(map(box_area, b.values())) - inter
+    shared = sorted(a.keys() & b.keys())
+    inter = float(box_intersection(_boxes(a, shared), _boxes(b, shared)).sum())
+    union = float(box_area(_boxes(a, list(a))).sum()) + float(box_area(_boxes(b, list(b))).sum()) - inter
     return inter / union if union > 0 else 0.0
 
 
 def recovered_frames(pred: Track, gt: Track) -> int:
     """Ground-truth frames whose box the prediction's box on the same frame overlaps with IoU >= 0.5."""
-    return sum(1 for f, box in gt.items() if f in pred and box_iou(pred[f], box) >= RECOVERY_IOU)
+    shared = [f for f in gt if f in pred]
+    return int((box_iou(_boxes(pred, shared), _boxes(gt, shared)) >= RECOVERY_IOU).sum())
 
 
 def vq2d_metrics(
@@ -74,7 +66,10 @@ def vq2d_metrics(
     predicted = [item for item in items if item.pred]
     order = rank_by_score(np.array([item.score for item in predicted], dtype=np.float64))
     ranked = [predicted[i] for i in order]
-    t_iou = np.array([temporal_iou(item.pred, item.gt) for item in ranked])  # [P] in rank order
+    extents = np.array([[extent(item.pred), extent(item.gt)] for item in ranked]).reshape(
+        -1, 2, 2
+    )  # [P, 2, 2]
+    t_iou = segment_iou(extents[:, 0], extents[:, 1], inclusive=True)  # [P] in rank order
     st_iou = np.array([spatio_temporal_iou(item.pred, item.gt) for item in ranked])  # [P]
     thresholds = np.array(THRESHOLDS)[:, None]  # [T, 1]
     # one ground truth per item and one prediction per item: a prediction is a TP iff its IoU >= t

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from egovlp.errors import InputError
+from heads.iou import segment_iou
 from heads.metrics import nlq_metrics
-from heads.metrics.nlq import temporal_iou
 
 
 def _gt() -> dict:
@@ -83,10 +83,10 @@ def test_empty_results_score_zero():
 
 
 def test_temporal_iou_edge_cases():
-    assert temporal_iou((0.0, 10.0), (0.0, 5.0)) == 0.5
-    assert temporal_iou((5.0, 5.0), (5.0, 5.0)) == 0.0  # empty union
-    assert temporal_iou((5.0, 5.0), (0.0, 10.0)) == 0.0  # zero-length inside a window
-    assert temporal_iou((0.0, 2.0), (3.0, 4.0)) == 0.0  # disjoint
+    assert segment_iou((0.0, 10.0), (0.0, 5.0)) == 0.5
+    assert segment_iou((5.0, 5.0), (5.0, 5.0)) == 0.0  # empty union
+    assert segment_iou((5.0, 5.0), (0.0, 10.0)) == 0.0  # zero-length inside a window
+    assert segment_iou((0.0, 2.0), (3.0, 4.0)) == 0.0  # disjoint
 
 
 def test_prediction_for_unknown_clip_is_rejected():

@@ -7,8 +7,9 @@ import copy
 import pytest
 
 from egovlp.errors import InputError
+from heads.iou import segment_iou
 from heads.metrics import vq2d_metrics
-from heads.metrics.vq2d import spatio_temporal_iou, temporal_iou
+from heads.metrics.vq2d import extent, spatio_temporal_iou
 
 
 def _rt(frames: list[int], x: float = 0.0) -> list[dict]:
@@ -95,9 +96,11 @@ def test_low_score_wrong_prediction_fails_success():
 def test_iou_helpers_on_gapped_tracks():
     gt = {20: (0.0, 0.0, 10.0, 10.0), 22: (0.0, 0.0, 10.0, 10.0)}
     pred = {f: (0.0, 0.0, 10.0, 10.0) for f in (20, 21, 22)}
-    assert temporal_iou(pred, gt) == 1.0  # extents (20, 22) both; the gap does not shrink the extent
+    assert (
+        segment_iou(extent(pred), extent(gt), inclusive=True) == 1.0
+    )  # extents (20, 22) both; the gap does not shrink the extent
     assert spatio_temporal_iou(pred, gt) == pytest.approx(2 / 3)
-    assert temporal_iou({5: (0, 0, 1, 1)}, {5: (0, 0, 1, 1)}) == 1.0  # single frame, inclusive convention
+    assert segment_iou((5, 5), (5, 5), inclusive=True) == 1.0  # single frame, inclusive convention
     assert spatio_temporal_iou({5: (0, 0, 0, 0)}, {5: (0, 0, 0, 0)}) == 0.0  # empty volumes
 
 
@@ -181,3 +184,22 @@ def test_ground_truth_problems_are_reported():
         InputError, match=r'annotations\[1\]\.query_sets\["1"\]\.response_track: empty response track'
     ):
         vq2d_metrics(gt, _pred(A, B, C))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("visual_crop", None, r"query_sets\[\"1\"\]: missing 'visual_crop'"),
+        ("query_frame", None, r"query_sets\[\"1\"\]: missing 'query_frame'"),
+        (
+            "visual_crop",
+            {"frame_number": 99, "x": 0, "y": 0, "width": "wide", "height": 5},
+            r'query_sets\["1"\]\.visual_crop\.width: expected a number, got \'wide\'',
+        ),  # fmt: skip
+    ],
+)
+def test_ground_truth_is_validated_as_extract_and_heads_do(field, value, message):
+    gt = _gt()
+    gt["videos"][0]["clips"][0]["annotations"][0]["query_sets"]["1"][field] = value
+    with pytest.raises(InputError, match=r"^g\.json: videos\[0\]\.clips\[0\]\.annotations\[0\]\." + message):
+        vq2d_metrics(gt, _pred(A, B, C), gt_name="g.json")
