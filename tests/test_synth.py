@@ -15,8 +15,9 @@ from egovlp.errors import InputError
 from egovlp.formats.ego4d import read_moments, read_nlq, read_vq2d
 from egovlp.formats.egoclip import EGOCLIP_COLUMNS, read_egoclip
 from egovlp.formats.egomcq import INTER, INTRA, read_egomcq
+from egovlp.formats.fho import pnr_index_to_frame, pnr_label, read_fho
 from egovlp.formats.taxonomy import read_taxonomy
-from egovlp.synth import main, synthesize
+from egovlp.synth import fho, main, synthesize
 from egovlp.synth.render import render_video
 from egovlp.synth.world import make_world
 
@@ -35,6 +36,8 @@ ANNOTATION_FILES = [
     "noun_taxonomy.json",
     "split.json",
     "world.json",
+    "fho_oscc-pnr_train.json",
+    "fho_oscc-pnr_val.json",
 ]
 
 
@@ -273,3 +276,85 @@ def test_output_path_that_is_a_file(tmp_path):
     target.write_text("x")
     with pytest.raises(InputError, match="not a directory"):
         synthesize(target, render=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# object state changes (OSCC / PNR)
+
+
+def test_fho_annotations_are_valid_and_balanced(data):
+    clips = {s: read_fho(data / f"fho_oscc-pnr_{s}.json") for s in ("train", "val")}
+    videos = {s: {c.video_uid for c in clips[s]} for s in clips}
+    assert videos["train"] and videos["val"] and not videos["train"] & videos["val"]
+    assert sorted(p.stem for p in (data / "fho_videos").glob("*.mp4")) == sorted(
+        videos["train"] | videos["val"]
+    )
+    ids = [c.unique_id for s in clips for c in clips[s]]
+    assert len(ids) == len(set(ids))
+    offsets = []
+    for split, items in clips.items():
+        # both classes in both splits, two of each per video
+        assert sum(c.state_change for c in items) * 2 == len(items), split
+        for c in items:
+            assert c.parent_end_frame - c.parent_start_frame == 240 and c.duration == pytest.approx(8.0)
+            assert c.clip_start_frame == c.parent_start_frame - 30 and c.clip_start_sec == pytest.approx(
+                c.parent_start_sec - 1
+            )
+            assert c.parent_end_sec <= fho.video_duration() - 1
+            if c.state_change:
+                assert c.clip_pnr_frame == c.parent_pnr_frame - 30
+                offsets.append(c.parent_pnr_frame - c.parent_start_frame)
+                # the label's mapped frame is the sampled frame nearest the PNR
+                got = pnr_index_to_frame(c.parent_start_frame, c.parent_end_frame, pnr_label(c))
+                assert abs(got - c.parent_pnr_frame) <= 7.5
+            else:
+                assert c.parent_pnr_frame is None and pnr_label(c) is None
+    # PNR frames spread over the window, not bunched
+    assert min(offsets) < 100 < 140 < max(offsets)
+
+
+def _object_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b).mean())
+
+
+def test_fho_state_changes_at_the_pnr_frame_and_stays(tmp_path):
+    from egovlp.synth.render import make_background
+    from egovlp.synth.world import frame_size
+
+    plans = fho.make_fho_world(3, seed=2, n_val=1)
+    width, height = frame_size(64)
+    kinds, pre_changed = set(), 0
+    for plan in plans:
+        bg = make_background(plan.scene, width, height)
+        for ep in plan.episodes:
+            # the same episode rendered as it is and as if nothing changed: identical up to just
+            # before the PNR, clearly different from the PNR frame to the end of the window
+            def pair(frame: int, ep=ep, plan=plan, bg=bg) -> float:
+                t = frame / 30
+                return _object_diff(
+                    fho.render_fho_frame(plan, t, bg), fho.render_fho_frame(plan, t, bg, force=False)
+                )
+
+            after = range(ep.pnr_frame, ep.start_frame + 240 + 1, 15)
+            before = range(ep.start_frame, ep.pnr_frame - 3, 15)
+            if ep.state_change:
+                kinds.add(ep.change)
+                assert all(pair(f) == 0 for f in before), ep
+                assert all(pair(f) > 0.3 for f in after), ep
+            elif ep.pre_changed:  # changed look throughout: no moment of change inside the window
+                pre_changed += 1
+                assert all(pair(f) > 0.3 for f in [*before, *after]), ep
+            else:
+                assert all(pair(f) == 0 for f in [*before, *after]), ep
+    assert len(kinds) >= 3 and pre_changed >= 1
+
+
+def test_fho_videos_decode_and_show_the_change(data):
+    (train,) = [c for c in read_fho(data / "fho_oscc-pnr_train.json") if c.state_change][:1]
+    frames, stream = _decode(data / "fho_videos" / f"{train.video_uid}.mp4")
+    assert stream.codec_context.name == "h264" and stream.average_rate == 30
+    assert len(frames) == round(fho.video_duration() * 30) and frames.shape[1:] == (64, 84, 3)
+    # inside the window the object is in view: a frame well before the PNR differs from the
+    # empty table between windows; after the PNR the picture differs from before it
+    pre, post = train.parent_pnr_frame - 12, train.parent_pnr_frame + 12
+    assert _object_diff(frames[pre], frames[post]) > 0.5

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from egovlp.errors import InputError
 from egovlp.synth.annotations import write_annotations
+from egovlp.synth.fho import VIDEO_FOLDER as FHO_VIDEO_FOLDER
+from egovlp.synth.fho import FHOVideoPlan, make_fho_world, render_fho_video, write_fho_annotations
 from egovlp.synth.render import render_video
 from egovlp.synth.world import VideoPlan, frame_size, make_world
 from egovlp.validate import non_negative_int, output_dir, positive_float, positive_int
@@ -33,9 +35,12 @@ DEFAULT_SHORT_SIDE = 256
 MIN_DURATION = 8.0
 
 
-def _render_job(job: tuple[VideoPlan, str, int]) -> str:
+def _render_job(job: tuple[VideoPlan | FHOVideoPlan, str, int]) -> str:
     plan, path, short_side = job
-    render_video(plan, Path(path), short_side)
+    if isinstance(plan, FHOVideoPlan):
+        render_fho_video(plan, Path(path), short_side)
+    else:
+        render_video(plan, Path(path), short_side)
     return plan.video_uid
 
 
@@ -49,11 +54,13 @@ def synthesize(
     val_videos: int | None = None,
     render: bool = True,
     progress: bool = False,
+    fho_videos: int | None = None,
 ) -> dict:
     """Write the synthetic dataset into out_dir; returns a summary (counts, sizes, seconds).
 
     `val_videos` defaults to a quarter of the videos (at least one); `render=False` writes the
-    annotation files only (they do not depend on the videos).
+    annotation files only (they do not depend on the videos). `fho_videos` (default a quarter of
+    `videos`, at least 2) state-change videos of 4 clips each go to `fho_videos/` (egovlp.synth.fho).
     """
     if videos < 2:
         raise InputError(f"--videos {videos}: need at least 2 (train and val)")
@@ -71,8 +78,13 @@ def synthesize(
     if workers < 1:
         raise InputError(f"--workers {workers}: must be at least 1")
 
+    n_fho = max(2, videos // 4) if fho_videos is None else fho_videos
+    if n_fho < 2:
+        raise InputError(f"--fho-videos {n_fho}: need at least 2 (train and val)")
+
     t0 = time.perf_counter()
     plans = make_world(videos, seed, float(duration), n_val)
+    fho_plans = make_fho_world(n_fho, seed, max(1, round(n_fho / 4)))
     out.mkdir(parents=True, exist_ok=True)
     if render:
         video_dir = out / "videos"
@@ -82,8 +94,12 @@ def synthesize(
         if stale:
             # not ours to delete, but consumers that list the folder would pick them up
             log.warning("%s holds %d video(s) that are not part of this dataset", video_dir, len(stale))
+        fho_dir = out / FHO_VIDEO_FOLDER
+        fho_dir.mkdir(exist_ok=True)
+        jobs += [(p, str(fho_dir / f"{p.video_uid}.mp4"), short_side) for p in fho_plans]
         _run_jobs(jobs, workers, progress)
-    counts = write_annotations(out, plans, seed, short_side)
+    counts = write_fho_annotations(out, fho_plans)  # before world.json, which marks a complete folder
+    counts.update(write_annotations(out, plans, seed, short_side))
     width, height = frame_size(short_side)
     return {
         "out": str(out),
@@ -91,6 +107,7 @@ def synthesize(
         "train": sum(p.split == "train" for p in plans),
         "val": sum(p.split == "val" for p in plans),
         "actions": sum(len(p.actions) for p in plans),
+        "fho_videos": n_fho,
         "width": width,
         "height": height,
         **counts,
@@ -98,7 +115,7 @@ def synthesize(
     }
 
 
-def _run_jobs(jobs: list[tuple[VideoPlan, str, int]], workers: int, progress: bool) -> None:
+def _run_jobs(jobs: list[tuple[VideoPlan | FHOVideoPlan, str, int]], workers: int, progress: bool) -> None:
     from tqdm import tqdm
 
     def bar() -> tqdm:
@@ -123,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="egovlp synth",
         description="Write the synthetic egocentric dataset: videos/{video_uid}.mp4, egoclip.csv, egomcq.json, "
-        "nlq/moments/vq_{train,val}.json, verb/noun taxonomies, split.json, world.json.",
+        "nlq/moments/vq_{train,val}.json, verb/noun taxonomies, split.json, world.json, and the object "
+        "state changes: fho_videos/{video_uid}.mp4 with fho_oscc-pnr_{train,val}.json.",
     )
     p.add_argument("out_dir", help="output folder (created; existing files of the dataset are replaced)")
     p.add_argument(
@@ -147,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--val-videos", type=positive_int, default=None, help="videos in the val split (default a quarter)"
     )
+    p.add_argument(
+        "--fho-videos",
+        type=positive_int,
+        default=None,
+        help="state-change videos, 4 OSCC/PNR clips each (default a quarter of --videos, at least 2)",
+    )
     p.add_argument("--annotations-only", action="store_true", help="write the annotation files, no videos")
     return p
 
@@ -166,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         val_videos=args.val_videos,
         render=not args.annotations_only,
         progress=True,
+        fho_videos=args.fho_videos,
     )
     print(json.dumps(summary))
     return 0

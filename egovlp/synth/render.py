@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,13 +202,21 @@ def _draw_hand(
 
 
 def render_video(plan: VideoPlan, path: Path, short_side: int) -> int:
-    """Render and encode one video to `path` (H.264 mp4, 30 fps, yuv420p); returns the frame count.
-
-    Written through `egovlp.io.AtomicFile`, so a killed run leaves no half file under the real name.
-    """
+    """Render and encode one video to `path` (H.264 mp4, 30 fps, yuv420p); returns the frame count."""
     width, height = frame_size(short_side)
     bg = make_background(plan.scene, width, height)
     n_frames = int(round(plan.duration * FPS))
+    encode_video(path, n_frames, width, height, lambda i: render_frame(plan, i / FPS, bg))
+    return n_frames
+
+
+def encode_video(
+    path: Path, n_frames: int, width: int, height: int, frame_at: Callable[[int], np.ndarray]
+) -> None:
+    """Encode frames `frame_at(i)` (uint8 [H, W, 3]) for i in 0..n_frames-1 to `path` at 30 fps.
+
+    Written through `egovlp.io.AtomicFile`, so a killed run leaves no half file under the real name.
+    """
     target = AtomicFile(path)
     try:
         with av.open(str(target.tmp), "w", format="mp4") as out:
@@ -216,7 +225,7 @@ def render_video(plan: VideoPlan, path: Path, short_side: int) -> int:
             stream.codec_context.gop_size = GOP
             stream.thread_count = 1  # parallelism is one process per video
             for i in range(n_frames):
-                frame = av.VideoFrame.from_ndarray(render_frame(plan, i / FPS, bg), format="rgb24")
+                frame = av.VideoFrame.from_ndarray(frame_at(i), format="rgb24")
                 frame.pts = i
                 out.mux(stream.encode(frame))
             out.mux(stream.encode(None))
@@ -225,4 +234,3 @@ def render_video(plan: VideoPlan, path: Path, short_side: int) -> int:
         raise
     target.commit()
     log.debug("wrote %s (%d frames)", path, n_frames)
-    return n_frames

@@ -1,0 +1,402 @@
+"""Object state changes of the synthetic world: videos and `fho_oscc-pnr_{train,val}.json` (DESIGN.md C.7).
+
+Separate videos from the narrated world (`fho_videos/{video_uid}.mp4`), so the EgoClip / EgoMCQ /
+NLQ / MQ / VQ2D files and their videos stay exactly as they were. Each FHO video is a row of 8 s
+episodes. In an episode one object is held in view for the whole window while the hand moves it
+(sway, lift, slide or turn) and, once, squeezes it briefly (a jolt). In half the episodes the object
+changes state at that jolt, the point of no return (PNR): its lid comes off, it breaks in two, it
+fills, or it changes colour, and it stays that way to the end of the window. In the other half the
+same objects and hand motions appear, jolt included, and nothing changes; a third of those show
+the object in its changed look from the start, so "changed at the end" alone does not tell the
+classes apart.
+
+Every clip of the annotation files is one episode's window; each video holds two episodes of each
+class, so both classes appear in every split.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from egovlp.synth import geometry as geo
+from egovlp.synth.world import (
+    CLIP_MARGIN,
+    COLOURS,
+    FPS,
+    NOUNS,
+    RADIUS,
+    ObjectPose,
+    Scene,
+    _make_scene,
+    _smooth,
+    camera_offset,
+    frame_size,
+    rng_for,
+)
+
+WINDOW_SECONDS = 8.0  # an FHO clip
+WINDOW_FRAMES = int(WINDOW_SECONDS * FPS)  # 240: parent_end_frame - parent_start_frame
+EPISODES_PER_VIDEO = 4  # two with a state change, two without
+ENTER_SECONDS = 0.5  # the object comes into view before its window and leaves after it
+GAP_SECONDS = 0.3
+PNR_RANGE = (0.5, 7.5)  # where in the window the jolt (and the PNR) falls, seconds
+CHANGE_SECONDS = 0.1  # the change completes at the PNR frame, starting this long before it
+PRE_CHANGED = 1 / 3  # share of no-change episodes that show the changed look throughout
+CHANGES = ("open", "break", "fill", "recolour")
+MOTIONS = ("sway", "lift", "slide", "turn")
+VIDEO_FOLDER = "fho_videos"
+_UID_NAMESPACE = uuid.UUID("0b7e4f1a-9c62-5d3e-8a41-7f2c6d9e3b15")
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One 8 s window: an object held in view, moved, jolted once, and maybe changed at the jolt."""
+
+    index: int  # in the video
+    start_frame: int  # parent frame of the window start (30 fps)
+    noun: int
+    change: str  # what would change: CHANGES
+    state_change: bool
+    pnr_frame: int  # parent frame of the jolt; the PNR when state_change
+    pre_changed: bool  # (no change only) shows the changed look from the start
+    new_colour: str  # recolour: the colour it turns; fill: the liquid's colour
+    motion: str
+    x0: float
+    y0: float
+    scale: float
+    direction: int
+    hand: int
+
+    @property
+    def start(self) -> float:
+        return self.start_frame / FPS
+
+    @property
+    def end(self) -> float:
+        return (self.start_frame + WINDOW_FRAMES) / FPS
+
+
+@dataclass(frozen=True)
+class FHOVideoPlan:
+    video_uid: str
+    index: int
+    split: str
+    duration: float
+    scene: Scene
+    episodes: tuple[Episode, ...]
+
+
+def video_duration() -> float:
+    """Seconds of one FHO video: the Ego4D clip margin, then the episodes with their entries and exits."""
+    per_episode = 2 * ENTER_SECONDS + WINDOW_SECONDS + GAP_SECONDS
+    return round(2 * CLIP_MARGIN + EPISODES_PER_VIDEO * per_episode, 3)
+
+
+def _far_colour(rng: np.random.Generator, colour: str) -> str:
+    """A colour clearly unlike `colour` (RGB distance over 180), drawn at random."""
+    rgb = np.float32(COLOURS[colour])
+    far = [c for c, v in COLOURS.items() if float(np.linalg.norm(np.float32(v) - rgb)) > 180]
+    return far[int(rng.integers(len(far)))]
+
+
+def _make_episodes(rng: np.random.Generator) -> list[Episode]:
+    classes = rng.permutation([True, True, False, False][:EPISODES_PER_VIDEO]).tolist()
+    nouns = rng.choice(len(NOUNS), size=EPISODES_PER_VIDEO, replace=False).tolist()
+    episodes = []
+    t = CLIP_MARGIN + ENTER_SECONDS + GAP_SECONDS
+    for i in range(EPISODES_PER_VIDEO):
+        start_frame = int(round(t * FPS))
+        pnr = int(rng.integers(int(PNR_RANGE[0] * FPS), int(PNR_RANGE[1] * FPS) + 1))
+        change = CHANGES[int(rng.integers(len(CHANGES)))]
+        state_change = bool(classes[i])
+        episodes.append(
+            Episode(
+                index=i,
+                start_frame=start_frame,
+                noun=int(nouns[i]),
+                change=change,
+                state_change=state_change,
+                pnr_frame=start_frame + pnr,
+                pre_changed=not state_change and bool(rng.random() < PRE_CHANGED),
+                new_colour=_far_colour(rng, NOUNS[int(nouns[i])].colour),
+                motion=MOTIONS[int(rng.integers(len(MOTIONS)))],
+                x0=round(float(rng.uniform(-0.06, 0.06)), 4),
+                y0=round(float(rng.uniform(-0.03, 0.04)), 4),
+                scale=round(float(rng.uniform(0.95, 1.15)), 4),
+                direction=int(rng.choice([-1, 1])),
+                hand=int(rng.choice([-1, 1])),
+            )
+        )
+        t = start_frame / FPS + WINDOW_SECONDS + 2 * ENTER_SECONDS + GAP_SECONDS
+    return episodes
+
+
+def make_fho_world(n_videos: int, seed: int, n_val: int) -> list[FHOVideoPlan]:
+    """Plans of `n_videos` FHO videos, `n_val` of them (chosen at random) in the val split.
+
+    Streams of their own (spawn keys 7 and 8), so the narrated world's plans do not change.
+    """
+    val = set(rng_for(seed, 7).permutation(n_videos)[:n_val].tolist()) if n_videos else set()
+    duration = video_duration()
+    plans = []
+    for index in range(n_videos):
+        rng = rng_for(seed, 8, index)
+        video_uid = str(uuid.UUID(bytes=rng.bytes(16), version=4))
+        scene = _make_scene(rng, duration)
+        plans.append(
+            FHOVideoPlan(
+                video_uid=video_uid,
+                index=index,
+                split="val" if index in val else "train",
+                duration=duration,
+                scene=scene,
+                episodes=tuple(_make_episodes(rng)),
+            )
+        )
+    return plans
+
+
+# ------------------------------------------------------------------------------------------------
+# what is seen at time t
+
+
+@dataclass(frozen=True)
+class Look:
+    """The object in one frame: its pose and colour, and how full it is (0..1 of its height)."""
+
+    pose: ObjectPose
+    rgb: tuple[int, int, int]
+    fill: float
+    liquid: tuple[int, int, int]
+
+
+def changed_fraction(ep: Episode, t: float, force: bool | None = None) -> float:
+    """0 before the change, 1 from the PNR frame on (a short ramp just before it).
+
+    `force` renders the episode as if it had (True) or had not (False) a state change.
+    """
+    if ep.pre_changed and force is None:
+        return 1.0
+    if not (ep.state_change if force is None else force):
+        return 0.0
+    pnr = ep.pnr_frame / FPS
+    return _smooth(t, pnr - CHANGE_SECONDS, pnr)
+
+
+def _motion(ep: Episode, u: float) -> tuple[float, float, float]:
+    """(x, y, angle) at window phase u in [0, 1]: the hand's slow motion over the window."""
+    x, y, angle = ep.x0, ep.y0, 0.0
+    if ep.motion == "sway":
+        x += ep.direction * 0.06 * math.sin(3 * math.pi * u)
+    elif ep.motion == "lift":
+        y -= 0.12 * math.sin(math.pi * u)
+    elif ep.motion == "slide":
+        x += ep.direction * 0.1 * (2 * u - 1)
+    elif ep.motion == "turn":
+        angle = ep.direction * 0.5 * math.pi * u
+    return x, y, angle
+
+
+def episode_look(
+    ep: Episode, scene: Scene, t: float, width: int, height: int, force: bool | None = None
+) -> Look | None:
+    """The object of episode `ep` at video time t in frame pixels, or None when it is out of view."""
+    if not ep.start - ENTER_SECONDS <= t <= ep.end + ENTER_SECONDS:
+        return None
+    u = min(max((t - ep.start) / WINDOW_SECONDS, 0.0), 1.0)
+    x, y, angle = _motion(ep, u)
+    # the jolt: the hand presses the object down and squeezes it for a fifth of a second
+    jolt = max(0.0, 1 - abs(t - ep.pnr_frame / FPS) / 0.1)
+    y += 0.025 * jolt
+    sx, sy = 1 - 0.12 * jolt, 1 + 0.04 * jolt
+    # entering from below before the window, leaving downwards after it
+    if t < ep.start:
+        k = 1 - _smooth((t - ep.start + ENTER_SECONDS) / ENTER_SECONDS)
+    elif t > ep.end:
+        k = _smooth((t - ep.end) / ENTER_SECONDS)
+    else:
+        k = 0.0
+    off_screen = 0.5 + RADIUS * ep.scale * 1.8 + 0.05
+    y += (off_screen - y) * k
+    c = changed_fraction(ep, t, force)
+    s = height
+    dx, dy = camera_offset(scene, t, s)
+    pose = ObjectPose(
+        shape=NOUNS[ep.noun].shape,
+        cx=width / 2 + x * s - dx,
+        cy=height / 2 + y * s - dy,
+        radius=RADIUS * ep.scale * s,
+        angle=angle,
+        sx=sx,
+        sy=sy,
+        lid=0.7 * c if ep.change == "open" else 0.0,
+        split=0.45 * c if ep.change == "break" else 0.0,
+        cut=ep.change == "break" and c > 0,
+    )
+    rgb = NOUNS[ep.noun].rgb
+    if ep.change == "recolour":
+        new = COLOURS[ep.new_colour]
+        rgb = tuple(int(round(a + (b - a) * c)) for a, b in zip(rgb, new, strict=True))
+    fill = 0.7 * c if ep.change == "fill" else 0.0
+    return Look(pose, rgb, fill, COLOURS[ep.new_colour])
+
+
+def active_episode(plan: FHOVideoPlan, t: float) -> Episode | None:
+    for ep in plan.episodes:
+        if ep.start - ENTER_SECONDS <= t <= ep.end + ENTER_SECONDS:
+            return ep
+    return None
+
+
+def fill_alpha(pose: ObjectPose, level: float, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """[h, w] coverage of the liquid: inside the object (inset 1.5 px), below `level` of its height."""
+    u, v = geo.object_local(pose, xs, ys)
+    d = geo.object_sdf(pose, u, v)  # [h, w] pixels
+    top, bottom = geo.V_EXTENT[pose.shape]
+    line = bottom - level * (bottom - top)  # v of the surface (v grows downwards)
+    surface = (v - line) * pose.radius * pose.sy  # pixels below the surface
+    return np.clip(0.5 - (d + 1.5), 0, 1) * np.clip(0.5 + surface, 0, 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# pixels
+
+
+def render_fho_frame(plan: FHOVideoPlan, t: float, bg, force: bool | None = None) -> np.ndarray:
+    """The FHO video's frame at time t: uint8 [H, W, 3] RGB (the narrated world's renderer pieces)."""
+    from egovlp.synth import render
+
+    j, width, height, gain = bg.margin, bg.width, bg.height, bg.gain
+    dx, dy = camera_offset(plan.scene, t, height)
+    frame = bg.canvas[j + dy : j + dy + height, j + dx : j + dx + width].copy()  # [H, W, 3]
+    ep = active_episode(plan, t)
+    look = None if ep is None else episode_look(ep, plan.scene, t, width, height, force)
+    if look is not None:
+        origin = (j + dx, j + dy)
+        render._draw_object(frame, look.pose, look.rgb, gain, origin)
+        if look.fill > 0:
+            _draw_fill(frame, look, gain, origin)
+        render._draw_hand(frame, look.pose, ep.hand, plan.scene, gain, origin)
+    for t0, t1, length, axis in plan.scene.blur:
+        if t0 <= t <= t1:
+            frame = render._box_blur(frame, max(2, round(length * height)), axis)
+    return frame
+
+
+def _draw_fill(frame: np.ndarray, look: Look, gain: np.ndarray, origin: tuple[int, int]) -> None:
+    from egovlp.synth import render
+
+    height, width = frame.shape[:2]
+    e = geo.object_extent(look.pose)
+    x0, y0, x1, y1 = win = geo.region(look.pose.cx, look.pose.cy, e, e, width, height)
+    if x1 <= x0 or y1 <= y0:
+        return
+    alpha = fill_alpha(look.pose, look.fill, *geo.grid(*win))  # [h, w]
+    ox, oy = origin
+    g = gain[y0 + oy : y1 + oy, x0 + ox : x1 + ox]
+    render._composite(frame, win, alpha, np.float32(look.liquid) * 0.9 * g[..., None])
+
+
+def render_fho_video(plan: FHOVideoPlan, path: Path, short_side: int) -> int:
+    """Render and encode one FHO video (H.264 mp4, 30 fps); returns the frame count."""
+    from egovlp.synth.render import encode_video, make_background
+
+    width, height = frame_size(short_side)
+    bg = make_background(plan.scene, width, height)
+    n_frames = int(round(plan.duration * FPS))
+    encode_video(path, n_frames, width, height, lambda i: render_fho_frame(plan, i / FPS, bg))
+    return n_frames
+
+
+# ------------------------------------------------------------------------------------------------
+# annotations (C.7)
+
+
+def _clip_uid(plan: FHOVideoPlan) -> str:
+    return f"{plan.video_uid}_clip0"
+
+
+def _r(x: float) -> float:
+    return round(float(x), 3)
+
+
+def fho_clip(plan: FHOVideoPlan, ep: Episode, clip_id: int) -> dict:
+    """One C.7 clip: the episode's window in the parent video and in the Ego4D clip (1 s in)."""
+    offset = int(round(CLIP_MARGIN * FPS))
+    start, end = ep.start_frame, ep.start_frame + WINDOW_FRAMES
+    pnr = ep.pnr_frame if ep.state_change else None
+    return {
+        "unique_id": str(uuid.uuid5(_UID_NAMESPACE, f"{plan.video_uid}/fho/{ep.index}")),
+        "video_uid": plan.video_uid,
+        "clip_uid": _clip_uid(plan),
+        "clip_id": clip_id,
+        "parent_start_sec": _r(start / FPS),
+        "parent_end_sec": _r(end / FPS),
+        "parent_start_frame": start,
+        "parent_end_frame": end,
+        "clip_start_sec": _r((start - offset) / FPS),
+        "clip_end_sec": _r((end - offset) / FPS),
+        "clip_start_frame": start - offset,
+        "clip_end_frame": end - offset,
+        "parent_pnr_frame": pnr,
+        "clip_pnr_frame": None if pnr is None else pnr - offset,
+        "state_change": ep.state_change,
+    }
+
+
+def fho_json(plans: Sequence[FHOVideoPlan], split: str) -> dict:
+    clips = []
+    for plan in plans:
+        if plan.split != split:
+            continue
+        for ep in plan.episodes:
+            clips.append(fho_clip(plan, ep, len(clips)))
+    return {
+        "version": "v1",
+        "date": "synthetic",
+        "description": f"egovlp synthetic world: object state changes (OSCC / PNR) {split}",
+        "split": split,
+        "clips": clips,
+    }
+
+
+def write_fho_annotations(out_dir: Path, plans: Sequence[FHOVideoPlan]) -> dict:
+    """fho_oscc-pnr_{train,val}.json (atomic); returns counts per split and class."""
+    from egovlp.io import write_json_atomic
+
+    counts = {}
+    for split in ("train", "val"):
+        doc = fho_json(plans, split)
+        write_json_atomic(doc, out_dir / f"fho_oscc-pnr_{split}.json")
+        counts[f"fho_{split}_clips"] = len(doc["clips"])
+        counts[f"fho_{split}_state_changes"] = sum(c["state_change"] for c in doc["clips"])
+    return counts
+
+
+def with_state_change(ep: Episode, state_change: bool) -> Episode:
+    """The same episode with or without its change (the counterfactual the tests compare)."""
+    return replace(ep, state_change=state_change, pre_changed=False)
+
+
+__all__ = [
+    "VIDEO_FOLDER",
+    "WINDOW_SECONDS",
+    "Episode",
+    "FHOVideoPlan",
+    "Look",
+    "active_episode",
+    "episode_look",
+    "fho_json",
+    "frame_size",
+    "make_fho_world",
+    "render_fho_frame",
+    "render_fho_video",
+    "with_state_change",
+    "write_fho_annotations",
+]
