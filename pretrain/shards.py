@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import contextlib
+import ctypes
 import io
 import json
 import logging
 import multiprocessing
 import os
 import random
+import signal
 import sys
 import tarfile
 import time
@@ -35,16 +36,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from egovlp.errors import InputError
-from egovlp.formats import atomic_write, write_json_atomic
 from egovlp.formats.egoclip import EgoClipRow, read_egoclip, segment_id
-from egovlp.video import clip_sample_times, read_ego4d_frames
+from egovlp.io import atomic_write, remove_stale_temps, write_json_atomic
+from egovlp.validate import input_dir, input_file, non_negative_int, output_dir, positive_int
+from egovlp.video import clip_sample_times, read_ego4d_frames, resolve_ego4d_video
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "shard_config.json"
 SIZES_NAME = "sizes.json"
 JPEG_QUALITY = 90
-_TMP_PREFIX = ".shard-"  # temp files of unfinished shards: removed when a run (re)starts
 
 
 def shard_name(index: int) -> str:
@@ -176,7 +177,7 @@ def write_shard(task: ShardTask) -> ShardResult:
     status: dict[str, list] = defaultdict(list)
     ok = 0
     with atomic_write(out / shard_name(task.index), "wb") as handle:
-        # atomic_write's temp name is ".{name}.XXXX.tmp", which _remove_stale_temps matches
+        # a killed run leaves atomic_write's temp file; remove_stale_temps clears it on the next run
         with tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for row, neg, source in task.items:
                 error = ""
@@ -217,7 +218,23 @@ def write_shard(task: ShardTask) -> ShardResult:
     return ShardResult(task.index, ok, len(task.items) - ok)
 
 
-def _worker_init() -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (a SIGKILLed parent runs no cleanup,
+    and an orphaned worker would keep writing shards). Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        logger.debug("prctl(PR_SET_PDEATHSIG) unavailable; workers may outlive a killed parent")
+        return
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _worker_init(parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
     # one thread per worker process: the parallelism is across processes
     import torch
 
@@ -233,11 +250,42 @@ def shard_complete(out: Path, index: int) -> bool:
 
 
 def count_ok(out: Path, index: int) -> tuple[int, int]:
+    """(ok, failed) clips of a finished shard, from its status parquet (InputError if unreadable)."""
     import pyarrow.parquet as pq
 
-    column = pq.read_table(out / status_name(index), columns=["status"]).column("status").to_pylist()
+    path = out / status_name(index)
+    try:
+        column = pq.read_table(path, columns=["status"]).column("status").to_pylist()
+    except Exception as err:  # pyarrow raises its own types for truncated or foreign files
+        raise InputError(f"{path}: not a readable shard status file ({err})") from None
     ok = sum(1 for s in column if s == "ok")
     return ok, len(column) - ok
+
+
+def shard_intact(out: Path, index: int) -> bool:
+    """A finished shard whose tar lists one .json per ok clip of its status (headers only: cheap)."""
+    try:
+        ok, _ = count_ok(out, index)
+        with tarfile.open(out / shard_name(index), mode="r:") as tar:
+            samples = sum(1 for m in tar if m.name.endswith(".json"))
+    except (InputError, tarfile.TarError, OSError, EOFError):
+        return False
+    return samples == ok
+
+
+def _check_videos(rows: list[EgoClipRow], videos: Path) -> None:
+    """InputError when not one video of the csv is in the video folder (a wrong --videos)."""
+    uids = sorted({row.video_uid for row in rows})
+    for uid in uids:
+        try:
+            resolve_ego4d_video(videos, uid)
+            return
+        except InputError:
+            continue
+    raise InputError(
+        f"--videos {videos}: none of the csv's {len(uids)} videos is there "
+        f"(looked for {uids[0]}.mp4 or {uids[0]}/0.mp4, ...)"
+    )
 
 
 def _check_config(out: Path, config: dict) -> None:
@@ -257,12 +305,6 @@ def _check_config(out: Path, config: dict) -> None:
         write_json_atomic(config, path, indent=1)
 
 
-def _remove_stale_temps(out: Path) -> None:
-    for path in out.glob(f"{_TMP_PREFIX}*.tmp"):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
 def run_shards(
     csv: str | os.PathLike,
     videos: str | os.PathLike,
@@ -275,11 +317,13 @@ def run_shards(
     progress: bool = True,
 ) -> dict:
     """Write (or finish) the shards; returns a summary dict. workers=0 writes in this process."""
-    if frames <= 0 or size <= 0 or shard_size <= 0 or workers < 0:
-        raise InputError("--frames, --size and --shard-size must be positive and --workers >= 0")
-    csv, videos, out = Path(csv), Path(videos), Path(out)
-    if not videos.is_dir():
-        raise InputError(f"{videos}: video folder not found")
+    for name, value, least in (("--frames", frames, 1), ("--size", size, 1), ("--shard-size", shard_size, 1)):
+        if value < least:
+            raise InputError(f"{name} {value}: must be a positive integer")
+    if workers < 0:
+        raise InputError(f"--workers {workers}: must be >= 0")
+    csv, videos = input_file(csv, "--csv"), input_dir(videos, "--videos")
+    out = output_dir(out, "--out")
     rows = read_egoclip(csv)
     if not rows:
         raise InputError(f"{csv}: no rows")
@@ -288,7 +332,7 @@ def run_shards(
         if row.clip_idx in seen:
             raise InputError(f"{csv}: clip_idx {row.clip_idx} appears twice (it names the sample)")
         seen.add(row.clip_idx)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_videos(rows, videos)
     config = {
         "csv": str(csv.resolve()),
         "csv_bytes": csv.stat().st_size,
@@ -300,10 +344,16 @@ def run_shards(
         "seed": seed,
     }
     _check_config(out, config)
-    _remove_stale_temps(out)
+    remove_stale_temps(out)  # temp files of a killed run (its pid is gone)
 
     plan = plan_shards(rows, shard_size, seed)
-    todo = [i for i in range(len(plan)) if not shard_complete(out, i)]
+    todo = []
+    for i in range(len(plan)):
+        if shard_complete(out, i) and not shard_intact(out, i):
+            logger.warning("%s: corrupt or truncated; writing it again", out / shard_name(i))
+        elif shard_complete(out, i):
+            continue
+        todo.append(i)
     counts = {i: count_ok(out, i) for i in range(len(plan)) if i not in todo}
     tasks = [
         ShardTask(
@@ -340,6 +390,9 @@ def run_shards(
     ok = sum(c[0] for c in counts.values())
     failed = sum(c[1] for c in counts.values())
     written_ok = sum(counts[t.index][0] for t in tasks)
+    if ok == 0:
+        first = _first_error(out, len(plan))
+        raise InputError(f"{csv}: none of its {len(rows)} clips could be read ({first})")
     return {
         "out": str(out),
         "shards": len(plan),
@@ -351,6 +404,17 @@ def run_shards(
     }
 
 
+def _first_error(out: Path, num_shards: int) -> str:
+    import pyarrow.parquet as pq
+
+    for i in range(num_shards):
+        errors = pq.read_table(out / status_name(i), columns=["error"]).column("error").to_pylist()
+        for error in errors:
+            if error:
+                return f"first error: {error}"
+    return "no clips"
+
+
 def _run_pool(tasks: list[ShardTask], workers: int, counts: dict, bar) -> None:
     # fork where there is one: workers inherit the imported modules (importing egovlp pulls in torch
     # and takes seconds per spawned worker). Like DataLoader workers, each sets torch to one thread,
@@ -358,7 +422,9 @@ def _run_pool(tasks: list[ShardTask], workers: int, counts: dict, bar) -> None:
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     ctx = multiprocessing.get_context(method)
     sizes = {t.index: len(t.items) for t in tasks}
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
+    ) as pool:
         pending = {pool.submit(write_shard, task) for task in tasks}
         try:
             while pending:
@@ -378,11 +444,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", required=True, help="EgoClip csv (tab separated)")
     parser.add_argument("--videos", required=True, help="video root: {uid}.mp4 or {uid}/{k}.mp4 chunks")
     parser.add_argument("--out", required=True, help="output folder for the shards")
-    parser.add_argument("--frames", type=int, default=4, help="frames per clip (interval middles)")
-    parser.add_argument("--size", type=int, default=224, help="short side of the stored JPEG frames")
-    parser.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="0 = in process")
-    parser.add_argument("--seed", type=int, default=0, help="row shuffle and negative choice")
+    parser.add_argument("--frames", type=positive_int, default=4, help="frames per clip (interval middles)")
+    parser.add_argument("--size", type=positive_int, default=224, help="short side of the stored JPEG frames")
+    parser.add_argument("--shard-size", type=positive_int, default=1000, help="samples per shard")
+    parser.add_argument(
+        "--workers", type=non_negative_int, default=min(4, os.cpu_count() or 1), help="0 = in process"
+    )
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="row shuffle and negative choice")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     summary = run_shards(

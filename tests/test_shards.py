@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
 import av
@@ -14,6 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
+from egovlp import io as egovlp_io
 from egovlp.cli import run as cli_run
 from egovlp.errors import InputError
 from egovlp.formats.egoclip import EgoClipRow, write_egoclip
@@ -180,7 +187,10 @@ def test_resume_after_interruption_matches_uninterrupted(dataset, shards_dir, tm
     monkeypatch.setattr(S, "_read_clip", real_read)
     done_before = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.tar")}
     assert S.shard_name(2) not in done_before and len(done_before) >= 1
-    (out / ".shard-000002.tar.deadbeef.tmp").write_bytes(b"half a shard")  # as a hard kill leaves it
+    # as a hard kill leaves it: named after this host and a writer pid that is gone
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / f".shard-000002.tar.{egovlp_io._HOST}.{dead.pid}.deadbeef.tmp").write_bytes(b"half a shard")
 
     summary = S.run_shards(csv, videos, out, workers=0, progress=False, **ARGS)
     assert summary["shards_written"] == 4 - len(done_before)
@@ -286,3 +296,127 @@ def test_loader_single_pass_and_shard_count_assertion(shards_dir):
         )
     with pytest.raises(InputError, match="no shards"):
         make_train_loader(str(shards_dir / "none-*.tar"), 1, 0, 8, 0, NUM_VERBS, NUM_NOUNS)
+
+
+def test_corrupt_finished_shard_is_written_again(dataset, shards_dir, tmp_path):
+    csv, videos = dataset
+    out = tmp_path / "corrupt"
+    S.run_shards(csv, videos, out, workers=0, progress=False, **ARGS)
+    good = (out / S.shard_name(1)).read_bytes()
+    (out / S.shard_name(1)).write_bytes(good[: len(good) // 3])  # truncated mid-member
+    summary = S.run_shards(csv, videos, out, workers=0, progress=False, **ARGS)
+    assert summary["shards_written"] == 1 and summary["samples"] == len(GOOD)
+    assert (out / S.shard_name(1)).read_bytes() == good
+
+
+def test_every_video_missing_is_an_error(dataset, tmp_path, capsys):
+    csv, _ = dataset
+    empty = tmp_path / "no-videos"
+    empty.mkdir()
+    argv = [
+        "shard",
+        "--csv",
+        str(csv),
+        "--videos",
+        str(empty),
+        "--out",
+        str(tmp_path / "o"),
+        "--workers",
+        "0",
+    ]
+    assert cli_run(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "none of the csv's" in err and str(empty) in err and "\n" not in err
+    # videos there but none readable: the run ends in an error naming the first failure, not exit 0
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for uid in {uid for uid, *_ in CLIPS}:
+        (broken / f"{uid}.mp4").write_bytes(b"not a video")
+    argv = [
+        "shard",
+        "--csv",
+        str(csv),
+        "--videos",
+        str(broken),
+        "--out",
+        str(tmp_path / "o2"),
+        "--workers",
+        "0",
+    ]
+    assert cli_run(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert err.startswith("egovlp shard: error: ") and "none of its 11 clips could be read" in err
+
+
+def _children(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            state, ppid = _proc_state(int(entry.name))
+            if ppid == pid and state not in ("Z", "X", None):
+                found.append(int(entry.name))
+    return found
+
+
+def _proc_state(pid: int) -> tuple[str | None, int | None]:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None, None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "(comm)": state, ppid, ...
+    return fields[0], int(fields[1])
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_sigkilled_shard_run_leaves_no_worker_behind(dataset, tmp_path):
+    """`shard --workers 1` killed with SIGKILL: its pool worker dies too and writes nothing more."""
+    _, videos = dataset
+    # many one-clip shards of the good video: minutes of work, so the worker is busy when killed
+    rows = [
+        EgoClipRow(
+            i, "vid_a", 700.0, "n", i, 2.0 + (i % 60), 1.0 + (i % 60), 3.0 + (i % 60), "#C x", [0], [0]
+        )
+        for i in range(2000)
+    ]
+    write_egoclip(rows, tmp_path / "many.csv")
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "egovlp",
+            "shard",
+            "--csv",
+            str(tmp_path / "many.csv"),
+            "--videos",
+            str(videos),
+        ]
+        + ["--out", str(out), "--workers", "1", "--shard-size", "1", "--size", "32"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not (list(out.glob("shard-*.tar")) and _children(proc.pid)):
+            assert proc.poll() is None and time.monotonic() < deadline, "shard run never got going"
+            time.sleep(0.05)
+        workers = _children(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while any(_proc_state(w)[0] not in ("Z", "X", None) for w in workers):
+            assert time.monotonic() < deadline, f"pool worker(s) {workers} outlived the killed run"
+            time.sleep(0.05)
+        written = len(list(out.glob("shard-*.tar")))
+        time.sleep(1.0)
+        assert len(list(out.glob("shard-*.tar"))) == written  # nothing writes after the kill
+        assert written < len(rows)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in workers:  # a failing run must not leave its orphan behind either
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
