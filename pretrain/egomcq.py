@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from egovlp.errors import InputError, VideoReadError
 from egovlp.formats.egomcq import INTER, INTRA, MCQItem, read_egomcq
 from egovlp.transforms import eval_transform
+from egovlp.validate import input_dir, input_file, non_negative_int, positive_int, resolve_device
 from egovlp.video import clip_sample_times, read_ego4d_frames
 
 log = logging.getLogger(__name__)
@@ -112,16 +113,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="model YAML for a .pth of another architecture")
     parser.add_argument("--data", required=True, help="egomcq.json")
     parser.add_argument("--videos", required=True, help="video root ({video_uid}.mp4 or 600 s chunks)")
-    parser.add_argument("--frames", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--frames", type=positive_int, default=4, help="frames per clip")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="questions per batch")
+    parser.add_argument("--workers", type=non_negative_int, default=2, help="decoding processes")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    input_file(args.data, "--data")
+    input_dir(args.videos, "--videos")
+    if args.config is not None:
+        input_file(args.config, "--config")
 
     import egovlp
 
     items = read_egomcq(args.data)
-    model = egovlp.load_model(args.model, config=args.config, device=args.device)
+    if not items:
+        raise InputError(f"--data {args.data}: holds no questions (an accuracy over none means nothing)")
+    model = egovlp.load_model(args.model, config=args.config, device=device)
     scores = evaluate_egomcq(model, items, args.videos, args.frames, args.batch_size, args.workers)
     json.dump(scores, sys.stdout)
     sys.stdout.write("\n")
