@@ -85,6 +85,7 @@ def run(argv: Sequence[str]) -> int:
             return 2
         # the metric CLI receives its task name as the first argument
         target = EVAL_TASKS[rest[0]]
+        command = f"eval {rest[0]}"  # named in error lines
         rest = rest[1:] if rest[0] == "egomcq" else rest
     elif command in COMMANDS:
         target = COMMANDS[command][0]
