@@ -18,6 +18,8 @@ import logging
 import sys
 from pathlib import Path
 
+from egovlp.validate import non_negative_int, positive_float, positive_int
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "heads"
 
 TASKS = {
@@ -45,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto (default cpu)")
             p.add_argument("--quiet", action="store_true", help="no progress bars")
             p.add_argument(
-                "--threads", type=int, help="torch CPU threads (small heads often run fastest on 1)"
+                "--threads", type=positive_int, help="torch CPU threads (small heads often run fastest on 1)"
             )
             if action == "train":
                 p.add_argument(
@@ -54,10 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
                 p.add_argument(
                     "--out", required=True, type=Path, help="run folder: checkpoint.pt, config.json"
                 )
-                p.add_argument("--epochs", type=int, help="override the config's epochs")
-                p.add_argument("--seed", type=int, help="override the config's seed")
-                p.add_argument("--lr", type=float, help="override the config's learning rate")
-                p.add_argument("--batch-size", type=int, help="override the config's batch size")
+                p.add_argument("--epochs", type=positive_int, help="override the config's epochs")
+                p.add_argument("--seed", type=non_negative_int, help="override the config's seed")
+                p.add_argument("--lr", type=positive_float, help="override the config's learning rate")
+                p.add_argument("--batch-size", type=positive_int, help="override the config's batch size")
             else:
                 p.add_argument(
                     "--checkpoint", required=True, type=Path, help="checkpoint.pt from `heads train`"
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         import torch
 
-        torch.set_num_threads(max(1, args.threads))
+        torch.set_num_threads(args.threads)
     if args.action == "train":
         if args.config is None and (CONFIGS / f"{args.task}.yaml").is_file():
             args.config = CONFIGS / f"{args.task}.yaml"

@@ -1,84 +1,76 @@
-"""Pieces every head shares: configs (YAML -> dataclass), seeding, atomic checkpoints, and the readers of
-the extractor's cached features (`{clip_uid}.pt|.npy` + `{clip_uid}.json` sidecar, `text_cls.pt`).
+"""The skeleton every head shares: one training loop, one checkpoint format, one model loader, input
+normalization, seeding and progress bars. What differs per head (data, model, loss, decoding) stays in
+`heads/{nlq,mq,vq2d}`.
 
-Feature rows are mapped to clip-relative seconds through the sidecar's `row_times` (DESIGN.md B.6); a
-feature file without a sidecar is read at the default 1.875 rows per second, as VSLNet / VSGN read the
-published EgoVLP features.
+Cached features are read through `egovlp.features` (the feature store), configs through
+`egovlp.config.load_config_file` (typed, limits on the fields), and every file is written atomically
+through `egovlp.io`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import random
 import sys
-from collections.abc import Iterable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 import torch
-import yaml
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.dataclasses import dataclass
 from tqdm import tqdm
 
+from egovlp.config import STRICT_KEYS, config_from_dict
 from egovlp.errors import InputError
-from egovlp.formats import atomic_write, write_json_atomic
+from egovlp.io import torch_save_atomic, write_json_atomic
+from egovlp.validate import output_dir, output_file, resolve_device, write_error
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ROWS_PER_SECOND = 1.875
 CHECKPOINT_FORMAT = "egovlp-head-v1"
 
-C = TypeVar("C")
+M = TypeVar("M", bound=torch.nn.Module)
 
 
-# ---- configs ----------------------------------------------------------------------------------------
+Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-def load_config(cls: type[C], path: str | os.PathLike | None, overrides: dict[str, Any] | None = None) -> C:
-    """A config dataclass from its defaults, then the YAML file, then non-None `overrides` (CLI options).
+@dataclass(config=STRICT_KEYS)
+class HeadConfig:
+    """The options every head has: width, attention heads, dropout and training. Each head's config
+    extends it (redeclaring a field only to change its default); limits are checked on load."""
 
-    An unknown key in the YAML is an InputError naming the file and the key, so typos do not pass silently.
-    """
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except OSError as err:
-            raise InputError(f"{path}: cannot read config ({err.strerror})") from None
-        except yaml.YAMLError as err:
-            raise InputError(f"{path}: not valid YAML ({err})") from None
-        if not isinstance(raw, dict):
-            raise InputError(f"{path}: expected a mapping of options, got {type(raw).__name__}")
-        values.update(raw)
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return config_from_dict(cls, values, source=str(path) if path else "options")
+    hidden: PositiveInt = 128
+    num_heads: PositiveInt = 4
+    dropout: Dropout = 0.1
+    # training
+    epochs: PositiveInt = 40
+    batch_size: PositiveInt = 16
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.01
+    seed: NonNegativeInt = 0
 
-
-def config_from_dict(cls: type[C], values: dict[str, Any], source: str = "config") -> C:
-    names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise InputError(
-            f"{source}: unknown option(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})"
-        )
-    clean: dict[str, Any] = {}
-    for key, value in values.items():
-        default = names[key].default
-        default = None if default is dataclasses.MISSING else default
-        # YAML lists come back as lists; tuples in the dataclass defaults are kept as tuples
-        if isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if default is not None and not isinstance(value, type(default)):
-            raise InputError(f"{source}: option {key!r} expects {type(default).__name__}, got {value!r}")
-        clean[key] = value
-    return cls(**clean)
+    @field_validator("num_heads")
+    @classmethod
+    def _heads_divide_hidden(cls, value: int, info: ValidationInfo) -> int:
+        hidden = info.data.get("hidden")
+        if hidden is not None and hidden % value:
+            raise ValueError(f"hidden {hidden} is not a multiple of num_heads {value}")
+        return value
 
 
 # ---- runtime ----------------------------------------------------------------------------------------
@@ -92,166 +84,33 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
-
-
 def progress(iterable: Iterable, desc: str, total: int | None = None, enable: bool = True) -> Iterable:
     """A tqdm bar on stderr (stdout is kept for results)."""
     return tqdm(iterable, desc=desc, total=total, file=sys.stderr, disable=not enable, leave=False)
 
 
-# ---- checkpoints ------------------------------------------------------------------------------------
+class InputNorm(torch.nn.Module):
+    """Per-channel standardization with statistics of the training features, kept as buffers so the
+    checkpoint carries them. Features of a weakly trained tower vary little around a large shared offset
+    (an untrained text tower's CLS varies ~1% across queries); z-scoring exposes that variation."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @torch.no_grad()
+    def fit(self, rows: torch.Tensor) -> None:
+        """rows [N, dim] of training features."""
+        rows = rows.float().reshape(-1, self.mean.shape[0])
+        self.mean.copy_(rows.mean(0))
+        self.std.copy_(rows.std(0, unbiased=False).clamp_min(1e-6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
 
 
-def save_checkpoint(
-    path: str | os.PathLike, task: str, model: torch.nn.Module, config: Any, **extra: Any
-) -> None:
-    """torch.save {format, task, config, state_dict, extra...} atomically; the config rebuilds the model."""
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "task": task,
-        "config": dataclasses.asdict(config),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        **extra,
-    }
-    with atomic_write(path, "wb") as handle:
-        torch.save(payload, handle)
-
-
-def load_checkpoint(path: str | os.PathLike, task: str) -> dict[str, Any]:
-    """Read a head checkpoint (weights_only: plain tensors and python values) and check its task."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for a truncated or foreign file
-        raise InputError(f"{path}: not a readable head checkpoint ({type(err).__name__}: {err})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"{path}: not an egovlp head checkpoint (no format {CHECKPOINT_FORMAT!r})")
-    if payload.get("task") != task:
-        raise InputError(f"{path}: a {payload.get('task')!r} checkpoint, expected {task!r}")
-    return payload
-
-
-# one atomic JSON writer for the whole project
-write_json = write_json_atomic
-
-
-# ---- cached features --------------------------------------------------------------------------------
-
-
-@dataclass
-class ClipFeatures:
-    """One clip's feature rows and where each row sits in the clip (seconds)."""
-
-    clip_uid: str
-    feats: torch.Tensor  # [T, C] float32
-    row_times: np.ndarray  # [T, 2] clip-relative seconds of each row's window
-    rows_per_second: float
-
-    @property
-    def duration(self) -> float:
-        return float(self.row_times[-1, 1])
-
-
-def _read_tensor(path: Path) -> torch.Tensor:
-    try:
-        if path.suffix == ".npy":
-            array = np.load(path, allow_pickle=False)
-            value = torch.from_numpy(np.ascontiguousarray(array))
-        else:
-            value = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise InputError(f"{path}: cannot read features ({type(err).__name__}: {err})") from None
-    if not isinstance(value, torch.Tensor) or value.dim() != 2 or value.shape[0] == 0:
-        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-        raise InputError(f"{path}: expected a [T, C] feature tensor with T >= 1, got {shape}")
-    if not torch.isfinite(value).all():
-        raise InputError(f"{path}: features hold NaN or inf")
-    return value.float()
-
-
-def load_clip_features(folder: str | os.PathLike, clip_uid: str) -> ClipFeatures:
-    """`{folder}/{clip_uid}.pt` (or `.npy`) with its `.json` sidecar -> ClipFeatures."""
-    folder = Path(folder)
-    path = next(
-        (folder / f"{clip_uid}{s}" for s in (".pt", ".npy") if (folder / f"{clip_uid}{s}").is_file()), None
-    )
-    if path is None:
-        raise InputError(f"{folder}: no features for clip {clip_uid!r} ({clip_uid}.pt or {clip_uid}.npy)")
-    feats = _read_tensor(path)
-    sidecar = folder / f"{clip_uid}.json"
-    rps = DEFAULT_ROWS_PER_SECOND
-    row_times = None
-    if sidecar.is_file():
-        try:
-            meta = json.loads(sidecar.read_text(encoding="utf-8"))
-            rps = float(meta.get("rows_per_second", rps))
-            row_times = np.asarray(meta["row_times"], dtype=np.float64) if "row_times" in meta else None
-        except (json.JSONDecodeError, TypeError, ValueError) as err:
-            raise InputError(f"{sidecar}: malformed sidecar ({err})") from None
-        if row_times is not None and row_times.shape != (feats.shape[0], 2):
-            raise InputError(
-                f"{sidecar}: row_times has shape {row_times.shape}, the features have {feats.shape[0]} rows"
-            )
-    if row_times is None:
-        k = np.arange(feats.shape[0], dtype=np.float64)
-        row_times = np.stack([k / rps, (k + 1) / rps], axis=1)
-    return ClipFeatures(clip_uid, feats, row_times, rps)
-
-
-def load_feature_sets(folders: list[str], clip_uid: str) -> ClipFeatures:
-    """Several feature sets of one clip, concatenated on channels ([T, C1 + C2 + ...]).
-
-    Sets are cut to the shortest row count (different extractors may round the last window differently);
-    the row times come from the first set. Per-set projections happen in the model, which gets the widths.
-    """
-    parts = [load_clip_features(f, clip_uid) for f in folders]
-    rows = min(p.feats.shape[0] for p in parts)
-    if any(p.feats.shape[0] != rows for p in parts):
-        logger.debug("clip %s: feature sets differ in length; cut to %d rows", clip_uid, rows)
-    feats = torch.cat([p.feats[:rows] for p in parts], dim=1)
-    return ClipFeatures(clip_uid, feats, parts[0].row_times[:rows], parts[0].rows_per_second)
-
-
-def feature_widths(folders: list[str], clip_uid: str) -> list[int]:
-    return [load_clip_features(f, clip_uid).feats.shape[1] for f in folders]
-
-
-def load_text_features(path: str | os.PathLike, tokens: bool = False) -> dict[str, torch.Tensor]:
-    """`text_cls.pt` ({key: [D]}) or, with tokens, `text_tokens.pt` ({key: [L, D]}); a folder holding
-    them may be given instead of the file. Values come back as [L, D] (CLS as L = 1)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / ("text_tokens.pt" if tokens else "text_cls.pt")
-    if not path.is_file():
-        raise InputError(f"{path}: text features not found (run `egovlp extract --preset text`)")
-    try:
-        table = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise InputError(f"{path}: cannot read text features ({type(err).__name__}: {err})") from None
-    if not isinstance(table, dict) or not table:
-        raise InputError(f"{path}: expected a non-empty dict {{'clip_uid/annotation_uid_idx': tensor}}")
-    out: dict[str, torch.Tensor] = {}
-    for key, value in table.items():
-        if not isinstance(value, torch.Tensor) or value.dim() not in (1, 2) or value.numel() == 0:
-            raise InputError(f"{path}: entry {key!r} is not a [D] or [L, D] tensor")
-        out[str(key)] = (value[None] if value.dim() == 1 else value).float()
-    return out
-
-
-def text_key(clip_uid: str, annotation_uid: str, query_idx: int) -> str:
-    """The key of one language query in the text feature files (the extractor's contract)."""
-    return f"{clip_uid}/{annotation_uid}_{query_idx}"
-
-
-# ---- training helpers -------------------------------------------------------------------------------
+# ---- the training loop ------------------------------------------------------------------------------
 
 
 def make_optimizer(
@@ -280,22 +139,136 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None) -> list[
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-class InputNorm(torch.nn.Module):
-    """Per-channel standardization with statistics of the training features, kept as buffers so the
-    checkpoint carries them. Features of a weakly trained tower vary little around a large shared offset
-    (an untrained text tower's CLS varies ~1% across queries); z-scoring exposes that variation."""
+def fit(
+    model: torch.nn.Module,
+    cfg: HeadConfig,
+    n: int,
+    loss_of: Callable[[list[int]], torch.Tensor],
+    generator: torch.Generator,
+    desc: str,
+    show_progress: bool = True,
+) -> list[float]:
+    """Train `model` for cfg.epochs over `n` samples; `loss_of(indices)` returns a batch's scalar loss.
 
-    def __init__(self, dim: int):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
+    AdamW with one epoch of linear warmup then cosine decay, gradients clipped to norm 1. Returns the
+    sample-weighted mean loss of every epoch.
+    """
+    steps_per_epoch = -(-n // cfg.batch_size)
+    opt, sched = make_optimizer(
+        model, cfg.lr, cfg.weight_decay, cfg.epochs * steps_per_epoch, steps_per_epoch
+    )
+    losses: list[float] = []
+    bar = progress(range(cfg.epochs), desc=desc, enable=show_progress)
+    for _epoch in bar:
+        model.train()
+        total = 0.0
+        for idx in batches(n, cfg.batch_size, generator):
+            loss = loss_of(idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        losses.append(total / n)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    return losses
 
-    @torch.no_grad()
-    def fit(self, rows: torch.Tensor) -> None:
-        """rows [N, dim] of training features."""
-        rows = rows.float().reshape(-1, self.mean.shape[0])
-        self.mean.copy_(rows.mean(0))
-        self.std.copy_(rows.std(0, unbiased=False).clamp_min(1e-6))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+def train_and_save(
+    task: str,
+    model: torch.nn.Module,
+    cfg: HeadConfig,
+    n: int,
+    loss_of: Callable[[list[int]], torch.Tensor],
+    generator: torch.Generator,
+    out_dir: Path,
+    counts: dict[str, Any],
+    meta: dict[str, Any],
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """`fit`, then write `{out_dir}/checkpoint.pt` (with `meta`: what rebuilds the model) and
+    `config.json`; returns {"task", **counts, "losses", "seconds"}."""
+    start = time.perf_counter()
+    losses = fit(model, cfg, n, loss_of, generator, f"train {task}", show_progress)
+    save_checkpoint(out_dir / "checkpoint.pt", task, model, cfg, **meta, losses=losses)
+    summary = {"task": task, **counts, "losses": losses, "seconds": time.perf_counter() - start}
+    write_output({"config": dataclasses.asdict(cfg), **summary}, out_dir / "config.json")
+    logger.info("%s: %s, final loss %.4f, checkpoint in %s", task, counts, losses[-1], out_dir)
+    return summary
+
+
+def prepare_run(
+    out_dir: str | os.PathLike, seed: int, device: str
+) -> tuple[Path, torch.Generator, torch.device]:
+    """The output folder (created; InputError if it is a file or not writable), the seeded data-order
+    generator and the device, checked before any data is read."""
+    folder = output_dir(out_dir, "--out")
+    return folder, seed_everything(seed), resolve_device(device)
+
+
+# ---- checkpoints and outputs ------------------------------------------------------------------------
+
+
+def output_path(path: str | os.PathLike | None) -> Path | None:
+    """A prediction file to write (checked writable before the work starts), or None."""
+    return None if path is None else output_file(path, "--out")
+
+
+def write_output(obj: Any, path: str | os.PathLike) -> None:
+    """A JSON output written atomically; a full or read-only disk is an InputError naming the path."""
+    try:
+        write_json_atomic(obj, path)
+    except OSError as err:
+        raise write_error(path, err) from None
+
+
+def save_checkpoint(path: Path, task: str, model: torch.nn.Module, config: Any, **extra: Any) -> None:
+    """torch.save {format, task, config, state_dict, extra...} atomically; the config rebuilds the model."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "task": task,
+        "config": dataclasses.asdict(config),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **extra,
+    }
+    try:
+        torch_save_atomic(payload, path)
+    except OSError as err:
+        raise write_error(path, err) from None
+
+
+def load_checkpoint(path: str | os.PathLike, task: str) -> dict[str, Any]:
+    """Read a head checkpoint (weights_only: plain tensors and python values) and check its task."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises several types for a truncated or foreign file
+        raise InputError(f"{path}: not a readable head checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{path}: not an egovlp head checkpoint (no format {CHECKPOINT_FORMAT!r})")
+    if payload.get("task") != task:
+        raise InputError(f"{path}: a {payload.get('task')!r} checkpoint, expected {task!r}")
+    return payload
+
+
+def load_head(
+    path: str | os.PathLike,
+    task: str,
+    config_cls: type,
+    build: Callable[[Any, dict[str, Any]], M],
+    device: str = "cpu",
+) -> tuple[M, dict[str, Any]]:
+    """The one model loader: checkpoint -> config -> `build(cfg, payload)` -> weights -> eval mode on
+    `device`. Returns the model and the checkpoint payload (for the head's extra fields)."""
+    payload = load_checkpoint(path, task)
+    cfg = config_from_dict(config_cls, payload["config"], source=str(path))
+    model = build(cfg, payload)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise InputError(f"{path}: weights do not fit the {task} head ({str(err).splitlines()[0]})") from None
+    return model.to(resolve_device(device)).eval(), payload

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from egovlp.errors import InputError
+from egovlp.features import read_clip_features
 from egovlp.formats.ego4d import read_moments
-from heads.common import load_feature_sets
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class MQSample:
     clip_uid: str
-    feats: torch.Tensor  # [T, C]
+    feats: torch.Tensor  # [T, C1 + C2 + ...], the feature sets concatenated
+    set_dims: list[int]  # [C1, C2, ...]
     edges: np.ndarray  # [T + 1] seconds: row k spans edges[k] .. edges[k + 1]
     segments: torch.Tensor  # [G, 2] in rows
     labels: torch.Tensor  # [G] class indices (unknown classes dropped)
@@ -31,6 +32,21 @@ class MQSample:
 
     def seconds_to_rows(self, seconds: np.ndarray) -> np.ndarray:
         return np.interp(seconds, self.edges, np.arange(len(self.edges)))
+
+
+def load_feature_sets(folders: list[str], clip_uid: str) -> tuple[torch.Tensor, np.ndarray, list[int]]:
+    """Several feature sets of one clip -> rows concatenated on channels [T, C1 + C2 + ...], the row
+    times [T, 2] of the first set, and the widths [C1, C2, ...].
+
+    Sets are cut to the shortest row count (different extractors may round the last window differently).
+    Per-set projections happen in the model, which gets the widths.
+    """
+    parts = [read_clip_features(f, clip_uid) for f in folders]
+    rows = min(len(p.features) for p in parts)
+    if any(len(p.features) != rows for p in parts):
+        logger.debug("clip %s: feature sets differ in length; cut to %d rows", clip_uid, rows)
+    feats = torch.from_numpy(np.concatenate([p.features[:rows] for p in parts], axis=1))
+    return feats, parts[0].row_times[:rows], [p.features.shape[1] for p in parts]
 
 
 def class_counts(annotations: str | Path) -> Counter:
@@ -43,10 +59,10 @@ def load_mq_samples(annotations: str | Path, feature_dirs: list[str], classes: l
     index = {name: i for i, name in enumerate(classes)}
     samples, unknown = [], Counter()
     for clip in read_moments(annotations):
-        feats = load_feature_sets(feature_dirs, clip.clip_uid)
-        edges = np.append(feats.row_times[:, 0], feats.row_times[-1, 1])
+        feats, row_times, widths = load_feature_sets(feature_dirs, clip.clip_uid)
+        edges = np.append(row_times[:, 0], row_times[-1, 1])
         sample = MQSample(
-            clip.clip_uid, feats.feats, edges, torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)
+            clip.clip_uid, feats, widths, edges, torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)
         )
         segs, labs = [], []
         for lab in clip.labels:

@@ -9,44 +9,60 @@ per-class logits and (left, right) distances to the action boundaries, in units 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
+from pydantic import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.dataclasses import dataclass
 from torch import nn
 
-from heads.common import InputNorm
+from egovlp.config import STRICT_KEYS
+from heads.common import Fraction, HeadConfig, InputNorm
 
 
-@dataclass
-class MQConfig:
-    hidden: int = 128
-    num_heads: int = 4
-    levels: int = 4  # pyramid strides 1, 2, 4, 8
-    window: int = 9  # local attention sees +-window//2 points at every level
-    stem_layers: int = 1
-    head_layers: int = 2
-    dropout: float = 0.1
-    max_len: int = 256  # training crops longer clips to this many rows (inference reads whole clips)
+@dataclass(config=STRICT_KEYS)
+class MQConfig(HeadConfig):
+    levels: PositiveInt = 4  # pyramid strides 1, 2, 4, 8
+    window: PositiveInt = 9  # local attention sees +-window//2 points at every level
+    stem_layers: NonNegativeInt = 1
+    head_layers: NonNegativeInt = 2
+    max_len: PositiveInt = 256  # training crops longer clips to this many rows (inference reads whole clips)
     # each level regresses actions whose larger boundary distance (in rows) lies in its range
-    regression_ranges: tuple = ((0, 4), (4, 8), (8, 16), (16, 100000))
-    center_radius: float = 1.5  # center sampling radius, in strides
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
-    reg_weight: float = 1.0
+    regression_ranges: tuple[tuple[NonNegativeFloat, PositiveFloat], ...] = (
+        (0, 4),
+        (4, 8),
+        (8, 16),
+        (16, 100000),
+    )
+    center_radius: PositiveFloat = 1.5  # center sampling radius, in strides
+    focal_alpha: Fraction = 0.25
+    focal_gamma: NonNegativeFloat = 2.0
+    reg_weight: NonNegativeFloat = 1.0
     asl: bool = False  # action-sensitivity (class-aware Gaussian) weights on both losses
-    label_smoothing: float = 0.0
-    # training
-    epochs: int = 60
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    seed: int = 0
+    label_smoothing: Fraction = 0.0
+    # training (defaults other than the shared ones)
+    epochs: PositiveInt = 60
+    batch_size: PositiveInt = 8
+    weight_decay: NonNegativeFloat = 0.05
     # inference
-    pre_nms_threshold: float = 0.001
-    pre_nms_topk: int = 2000
-    soft_nms_sigma: float = 0.5
-    max_segments: int = 100
+    pre_nms_threshold: Fraction = 0.001
+    pre_nms_topk: PositiveInt = 2000
+    soft_nms_sigma: PositiveFloat = 0.5
+    max_segments: PositiveInt = 100
+
+    @field_validator("regression_ranges")
+    @classmethod
+    def _one_range_per_level(cls, value: tuple, info: ValidationInfo) -> tuple:
+        levels = info.data.get("levels")
+        if levels is not None and len(value) != levels:
+            raise ValueError(f"{len(value)} ranges for {levels} levels (one per pyramid level)")
+        return value
 
 
 class LocalAttentionBlock(nn.Module):

@@ -2,19 +2,15 @@
 
 Soft-NMS (Bodla et al.) keeps every detection but decays the score of one that overlaps a higher-scoring
 detection of the same class: score *= exp(-IoU^2 / sigma). Overlapping moments of different classes are
-common in Ego4D MQ, so suppression never crosses classes.
+common in Ego4D MQ, so suppression never crosses classes. (torchvision has hard NMS only: Soft-NMS
+keeps its own loop, on the shared `heads.iou.segment_iou`.)
 """
 
 from __future__ import annotations
 
 import torch
 
-
-def segment_iou(one: torch.Tensor, many: torch.Tensor) -> torch.Tensor:
-    """IoU of one segment [2] with segments [N, 2] -> [N]."""
-    inter = (torch.minimum(one[1], many[:, 1]) - torch.maximum(one[0], many[:, 0])).clamp_min(0)
-    union = (one[1] - one[0]) + (many[:, 1] - many[:, 0]) - inter
-    return inter / union.clamp_min(1e-9)
+from heads.iou import segment_iou
 
 
 def soft_nms(
@@ -41,7 +37,7 @@ def soft_nms(
             keep[top] = False
             best = seg[top]
             seg, sc = seg[keep], sc[keep]
-            sc = sc * torch.exp(-(segment_iou(best, seg) ** 2) / sigma)
+            sc = sc * torch.exp(-(segment_iou(best, seg) ** 2) / sigma)  # (n,)
     if not out_seg:
         return segments.new_zeros(0, 2), scores.new_zeros(0), labels.new_zeros(0)
     seg_t, score_t = torch.stack(out_seg), torch.stack(out_score)

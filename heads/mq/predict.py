@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from egovlp.errors import InputError
-from heads.common import config_from_dict, load_checkpoint, progress, resolve_device, write_json
+from heads.common import load_head, output_path, progress, write_output
 from heads.mq.dataset import load_mq_samples, pad_batch
 from heads.mq.model import MomentDetector, MQConfig
 from heads.mq.nms import decode_levels, soft_nms
@@ -21,12 +21,13 @@ logger = logging.getLogger(__name__)
 TASK = "mq"
 
 
+def build_model(cfg: MQConfig, meta: dict[str, Any]) -> MomentDetector:
+    return MomentDetector(cfg, meta["set_dims"], len(meta["classes"]))
+
+
 def load_mq_model(checkpoint: str | os.PathLike, device: str = "cpu") -> tuple[MomentDetector, list[str]]:
-    payload = load_checkpoint(checkpoint, TASK)
-    cfg = config_from_dict(MQConfig, payload["config"], source=str(checkpoint))
-    model = MomentDetector(cfg, payload["set_dims"], len(payload["classes"]))
-    model.load_state_dict(payload["state_dict"])
-    return model.to(resolve_device(device)).eval(), list(payload["classes"])
+    model, meta = load_head(checkpoint, TASK, MQConfig, build_model, device)
+    return model, list(meta["classes"])
 
 
 @torch.no_grad()
@@ -39,6 +40,7 @@ def predict_mq(
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Detect moments in every clip of `annotations`; writes `out` (atomic) when given, returns the dict."""
+    out = output_path(out)
     model, classes = load_mq_model(checkpoint, device)
     cfg = model.cfg
     dev = next(model.parameters()).device
@@ -70,7 +72,7 @@ def predict_mq(
         ]
     prediction = {"version": "1.0", "challenge": "ego4d_moment_queries", "detect_results": results}
     if out is not None:
-        write_json(prediction, out)
+        write_output(prediction, out)
     logger.info("mq: %d clips, %d detections", len(results), sum(map(len, results.values())))
     return prediction
 

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from egovlp.errors import InputError
+from egovlp.features import ClipFeatures, read_clip_features, read_text_features, text_key
 from egovlp.formats.ego4d import read_nlq
-from heads.common import ClipFeatures, load_clip_features, load_text_features, text_key
 from heads.nlq.model import NLQConfig
 
 logger = logging.getLogger(__name__)
@@ -36,10 +36,11 @@ class NLQSample:
 
 def pool_rows(clip: ClipFeatures, max_len: int) -> tuple[torch.Tensor, np.ndarray]:
     """[T, C] -> [min(T, max_len), C] by adaptive average pooling; bins keep their first / last row times."""
-    T = clip.feats.shape[0]
+    feats = torch.from_numpy(clip.features)  # (T, C)
+    T = feats.shape[0]
     if T <= max_len:
-        return clip.feats, clip.row_times
-    pooled = F.adaptive_avg_pool1d(clip.feats.T[None], max_len)[0].T  # (max_len, C)
+        return feats, clip.row_times
+    pooled = F.adaptive_avg_pool1d(feats.T[None], max_len)[0].T  # (max_len, C)
     # adaptive pooling bin b spans rows [floor(b*T/n), ceil((b+1)*T/n))
     b = np.arange(max_len)
     first, last = (b * T) // max_len, -((-(b + 1) * T) // max_len) - 1
@@ -72,7 +73,7 @@ def load_nlq_samples(
 ) -> tuple[list[NLQSample], int]:
     """All queries with text in the file -> samples; returns (samples, number of skipped textless queries)."""
     clips = read_nlq(annotations)
-    texts = load_text_features(text_features, tokens=cfg.use_tokens)
+    texts = read_text_features(text_features, tokens=cfg.use_tokens)
     cache: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
     samples: list[NLQSample] = []
     skipped = 0
@@ -90,7 +91,7 @@ def load_nlq_samples(
                     f"{annotations}: query {key!r} has no clip_start_sec / clip_end_sec to train on"
                 )
             if clip.clip_uid not in cache:
-                cache[clip.clip_uid] = pool_rows(load_clip_features(features, clip.clip_uid), cfg.max_len)
+                cache[clip.clip_uid] = pool_rows(read_clip_features(features, clip.clip_uid), cfg.max_len)
             video, times = cache[clip.clip_uid]
             text = texts[key][: cfg.max_text_len]
             samples.append(

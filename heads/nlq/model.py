@@ -8,39 +8,43 @@ query-conditioned concatenation -> highlighting (a per-row foreground score that
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from pydantic import AfterValidator, NonNegativeFloat, NonNegativeInt, PositiveInt
+from pydantic.dataclasses import dataclass
 from torch import nn
+from torchvision.ops import nms
 
-from heads.common import InputNorm
+from egovlp.config import STRICT_KEYS
+from heads.common import Fraction, HeadConfig, InputNorm
+
+
+def _odd(value: int) -> int:
+    if value % 2 == 0:
+        raise ValueError(f"must be odd (a centred convolution), got {value}")
+    return value
+
+
+OddSize = Annotated[PositiveInt, AfterValidator(_odd)]
 
 NEG_INF = -1e4  # large negative for masked logits; finite so fp16 / softmax stay NaN-free
 
 
-@dataclass
-class NLQConfig:
-    hidden: int = 128
-    num_heads: int = 4
-    conv_layers: int = 2
-    kernel_size: int = 7
-    dropout: float = 0.1
-    max_len: int = 128  # video rows per clip after pooling (longer clips are average-pooled down)
-    max_text_len: int = 32
+@dataclass(config=STRICT_KEYS)
+class NLQConfig(HeadConfig):
+    conv_layers: PositiveInt = 2
+    kernel_size: OddSize = 7
+    max_len: PositiveInt = 128  # video rows per clip after pooling (longer clips are average-pooled down)
+    max_text_len: PositiveInt = 32
     use_tokens: bool = False  # per-token text features (text_tokens.pt) instead of the CLS (text_cls.pt)
-    highlight_weight: float = 5.0
-    highlight_extension: float = 0.1  # foreground region grown by this fraction of the window (VSLNet)
-    # training
-    epochs: int = 40
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    seed: int = 0
+    highlight_weight: NonNegativeFloat = 5.0
+    highlight_extension: NonNegativeFloat = 0.1  # foreground region grown by this fraction of the window
     # inference
-    top_k: int = 5
-    nms_iou: float = 0.5
-    max_span_rows: int = 0  # 0: any span length
+    top_k: PositiveInt = 5
+    nms_iou: Fraction = 0.5
+    max_span_rows: NonNegativeInt = 0  # 0: any span length
 
 
 def masked_softmax_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -183,7 +187,9 @@ def top_spans(
 ) -> list[tuple[int, int, float]]:
     """Best (start_row, end_row, score) spans of one query, end >= start, greedy NMS on row IoU.
 
-    start_logits / end_logits: [T] (masked rows already very negative). Score = p_start * p_end.
+    start_logits / end_logits: [T] (masked rows already very negative). Score = p_start * p_end. Rows
+    are inclusive (span (s, e) covers e - s + 1 rows), so a span is the box [s, 0, e + 1, 1] for
+    `torchvision.ops.nms`, which drops a span whose IoU with a kept one is above `nms_iou`.
     """
     p_s, p_e = torch.softmax(start_logits, 0), torch.softmax(end_logits, 0)  # (T,)
     T = p_s.shape[0]
@@ -191,21 +197,11 @@ def top_spans(
     valid = torch.ones(T, T, dtype=torch.bool).triu()
     if max_span > 0:
         valid &= ~torch.ones(T, T, dtype=torch.bool).triu(max_span)
-    joint = joint.masked_fill(~valid, -1.0)
-    order = torch.argsort(joint.flatten(), descending=True, stable=True)
-    kept: list[tuple[int, int, float]] = []
-    for flat in order.tolist():
-        score = float(joint.view(-1)[flat])
-        if score < 0 or len(kept) == k:
-            break
-        s, e = divmod(flat, T)
-        if all(_row_iou((s, e), (ks, ke)) <= nms_iou for ks, ke, _ in kept):
-            kept.append((s, e, score))
-    return kept
-
-
-def _row_iou(a: tuple[int, int], b: tuple[int, int]) -> float:
-    # rows are inclusive: span (s, e) covers e - s + 1 rows
-    inter = max(0, min(a[1], b[1]) - max(a[0], b[0]) + 1)
-    union = (a[1] - a[0] + 1) + (b[1] - b[0] + 1) - inter
-    return inter / union
+    flat = valid.flatten().nonzero().flatten()  # candidate spans, row-major
+    scores = joint.flatten()[flat]
+    order = flat[torch.argsort(scores, descending=True, stable=True)]  # ties: the earlier span first
+    starts, ends = (order // T).double(), (order % T).double()
+    boxes = torch.stack([starts, torch.zeros_like(starts), ends + 1, torch.ones_like(starts)], 1)  # (N, 4)
+    # rank-valued scores make nms follow the stable order exactly
+    keep = nms(boxes, torch.arange(len(order), 0, -1, dtype=torch.float64), nms_iou)[:k]
+    return [(int(order[i]) // T, int(order[i]) % T, float(joint.view(-1)[order[i]])) for i in keep.tolist()]

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from heads.common import config_from_dict, load_checkpoint, progress, resolve_device, write_json
+from heads.common import load_head, output_path, progress, write_output
 from heads.nlq.dataset import collate, load_nlq_samples
 from heads.nlq.model import NLQConfig, SpanLocalizer, top_spans
 
@@ -18,12 +18,12 @@ logger = logging.getLogger(__name__)
 TASK = "nlq"
 
 
+def build_model(cfg: NLQConfig, meta: dict[str, Any]) -> SpanLocalizer:
+    return SpanLocalizer(cfg, meta["video_dim"], meta["text_dim"])
+
+
 def load_nlq_model(checkpoint: str | os.PathLike, device: str = "cpu") -> SpanLocalizer:
-    payload = load_checkpoint(checkpoint, TASK)
-    cfg = config_from_dict(NLQConfig, payload["config"], source=str(checkpoint))
-    model = SpanLocalizer(cfg, payload["video_dim"], payload["text_dim"])
-    model.load_state_dict(payload["state_dict"])
-    return model.to(resolve_device(device)).eval()
+    return load_head(checkpoint, TASK, NLQConfig, build_model, device)[0]
 
 
 @torch.no_grad()
@@ -38,6 +38,7 @@ def predict_nlq(
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Predict every query with text in `annotations`; writes `out` (atomic) when given, returns the dict."""
+    out = output_path(out)
     model = load_nlq_model(checkpoint, device)
     cfg = model.cfg
     dev = next(model.parameters()).device
@@ -62,7 +63,7 @@ def predict_nlq(
             )
     prediction = {"version": "1.0", "challenge": "ego4d_nlq_challenge", "results": results}
     if out is not None:
-        write_json(prediction, out)
+        write_output(prediction, out)
     logger.info("nlq: %d predictions", len(results))
     return prediction
 

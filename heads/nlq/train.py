@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from egovlp.config import load_config_file
 from egovlp.errors import InputError
-from heads.common import (
-    batches,
-    load_config,
-    make_optimizer,
-    progress,
-    resolve_device,
-    save_checkpoint,
-    seed_everything,
-    write_json,
-)
+from heads.common import prepare_run, train_and_save
 from heads.nlq.dataset import collate, load_nlq_samples
 from heads.nlq.model import NLQConfig, SpanLocalizer, span_loss
-
-logger = logging.getLogger(__name__)
 
 TASK = "nlq"
 
@@ -41,9 +28,8 @@ def train_nlq(
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Train and write `{out_dir}/checkpoint.pt` + `config.json`; returns {"losses": [...], "seconds", ...}."""
-    cfg = load_config(NLQConfig, config, overrides)
-    generator = seed_everything(cfg.seed)
-    dev = resolve_device(device)
+    cfg = load_config_file(NLQConfig, config, overrides or {})
+    out, generator, dev = prepare_run(out_dir, cfg.seed, device)
     samples, _ = load_nlq_samples(annotations, features, text_features, cfg, require_windows=True)
     if not samples:
         raise InputError(f"{annotations}: no language queries with text to train on")
@@ -53,50 +39,16 @@ def train_nlq(
     model.video_norm.fit(torch.cat(list(clips.values())))
     model.text_norm.fit(torch.cat([s.text for s in samples]))
     model = model.to(dev)
-    steps_per_epoch = -(-len(samples) // cfg.batch_size)
-    opt, sched = make_optimizer(
-        model, cfg.lr, cfg.weight_decay, cfg.epochs * steps_per_epoch, steps_per_epoch
-    )
-    losses: list[float] = []
-    start = time.perf_counter()
-    bar = progress(range(cfg.epochs), desc="train nlq", enable=show_progress)
-    for _epoch in bar:
-        model.train()
-        total = 0.0
-        for idx in batches(len(samples), cfg.batch_size, generator):
-            batch = {k: v.to(dev) for k, v in collate([samples[i] for i in idx], cfg, True).items()}
-            out = model(batch["video"], batch["video_mask"], batch["text"], batch["text_mask"])
-            loss = span_loss(
-                out,
-                batch["start"],
-                batch["end"],
-                batch["highlight"],
-                batch["video_mask"],
-                cfg.highlight_weight,
-            )
-            opt.zero_grad(set_to_none=True)
-            loss["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            total += float(loss["loss"].detach()) * len(idx)
-        losses.append(total / len(samples))
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(
-        out_dir / "checkpoint.pt", TASK, model, cfg, video_dim=video_dim, text_dim=text_dim, losses=losses
-    )
-    summary = {
-        "task": TASK,
-        "samples": len(samples),
-        "losses": losses,
-        "seconds": time.perf_counter() - start,
-    }
-    write_json({"config": cfg.__dict__, **summary}, out_dir / "config.json")
-    logger.info("nlq: %d queries, final loss %.4f, checkpoint %s", len(samples), losses[-1], out_dir)
-    return summary
+
+    def loss_of(idx: list[int]) -> torch.Tensor:
+        batch = {k: v.to(dev) for k, v in collate([samples[i] for i in idx], cfg, True).items()}
+        logits = model(batch["video"], batch["video_mask"], batch["text"], batch["text_mask"])
+        return span_loss(logits, batch["start"], batch["end"], batch["highlight"], batch["video_mask"],
+                         cfg.highlight_weight)["loss"]  # fmt: skip
+
+    meta = {"video_dim": video_dim, "text_dim": text_dim}
+    return train_and_save(TASK, model, cfg, len(samples), loss_of, generator, out, {"samples": len(samples)},
+                          meta, show_progress)  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,13 +61,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {**args.overrides, "use_tokens": args.use_tokens}
-    return train_nlq(
-        args.ann,
-        args.features,
-        args.text_features,
-        args.out,
-        args.config,
-        overrides,
-        args.device,
-        not args.quiet,
-    )
+    return train_nlq(args.ann, args.features, args.text_features, args.out, args.config, overrides, args.device,
+                     not args.quiet)  # fmt: skip

@@ -11,45 +11,41 @@ features; then the stage runs again with its own weights.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic.dataclasses import dataclass
 from torch import nn
 
-from heads.common import InputNorm
+from egovlp.config import STRICT_KEYS
+from heads.common import Fraction, HeadConfig, InputNorm
 
 
-@dataclass
-class VQ2DConfig:
-    hidden: int = 64
-    num_heads: int = 4
-    query_size: int = 3  # the crop is RoI-aligned to query_size x query_size tokens
-    st_layers: int = 1
-    temporal_window: int = 5  # temporal attention sees +-temporal_window//2 frames
-    anchor_scales: tuple = (0.1, 0.2, 0.35, 0.6)  # anchor side as a fraction of the model input
-    anchor_ratios: tuple = (0.5, 1.0, 2.0)
-    refine_stages: int = 0  # extra PRVQL-style refinement stages
-    refine_topk: int = 8  # cells pooled into the appearance knowledge
-    dropout: float = 0.1
+@dataclass(config=STRICT_KEYS)
+class VQ2DConfig(HeadConfig):
+    hidden: PositiveInt = 64
+    query_size: PositiveInt = 3  # the crop is RoI-aligned to query_size x query_size tokens
+    st_layers: PositiveInt = 1
+    temporal_window: PositiveInt = 5  # temporal attention sees +-temporal_window//2 frames
+    anchor_scales: tuple[PositiveFloat, ...] = (0.1, 0.2, 0.35, 0.6)  # anchor side / model input side
+    anchor_ratios: tuple[PositiveFloat, ...] = (0.5, 1.0, 2.0)
+    refine_stages: NonNegativeInt = 0  # extra PRVQL-style refinement stages
+    refine_topk: PositiveInt = 8  # cells pooled into the appearance knowledge
     # training
-    clip_len: int = 24  # frames per training window
-    positive_window_prob: float = 0.7  # else a uniformly drawn window, usually all background frames
-    pos_iou: float = 0.5
-    neg_iou: float = 0.3
-    neg_ratio: float = 3.0  # hard negatives per positive anchor
-    min_negatives: int = 64
-    box_weight: float = 1.0
-    epochs: int = 60
-    batch_size: int = 4
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    seed: int = 0
+    clip_len: PositiveInt = 24  # frames per training window
+    positive_window_prob: Fraction = 0.7  # else a uniformly drawn window, usually all background frames
+    pos_iou: Fraction = 0.5
+    neg_iou: Fraction = 0.3
+    neg_ratio: NonNegativeFloat = 3.0  # hard negatives per positive anchor
+    min_negatives: NonNegativeInt = 64
+    box_weight: NonNegativeFloat = 1.0
+    epochs: PositiveInt = 60
+    batch_size: PositiveInt = 4
     # inference
-    infer_len: int = 64  # frames per inference chunk (chunks overlap by the temporal window)
-    smooth: int = 5  # moving-average width on the score curve
-    peak_threshold: float = 0.5  # a peak must reach this fraction of the curve's maximum
-    window_fraction: float = 0.2  # the response window grows while scores stay above this x the peak
+    infer_len: PositiveInt = 64  # frames per inference chunk (chunks overlap by the temporal window)
+    smooth: PositiveInt = 5  # moving-average width on the score curve
+    peak_threshold: Fraction = 0.5  # a peak must reach this fraction of the curve's maximum
+    window_fraction: Fraction = 0.2  # the response window grows while scores stay above this x the peak
 
 
 def sincos_2d(h: int, w: int, dim: int) -> torch.Tensor:

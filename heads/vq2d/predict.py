@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from heads.common import config_from_dict, load_checkpoint, progress, resolve_device, write_json
+from egovlp.formats.ego4d import read_json
+from heads.common import load_head, output_path, progress, write_output
 from heads.vq2d.anchors import decode, make_anchors
 from heads.vq2d.dataset import VQSample, load_vq_samples
 from heads.vq2d.model import VisualQueryLocalizer, VQ2DConfig
@@ -59,12 +60,12 @@ def response_window(
     return first, last, float(curve[peak])
 
 
+def build_model(cfg: VQ2DConfig, meta: dict[str, Any]) -> VisualQueryLocalizer:
+    return VisualQueryLocalizer(cfg, meta["feature_dim"])
+
+
 def load_vq2d_model(checkpoint: str | os.PathLike, device: str = "cpu") -> VisualQueryLocalizer:
-    payload = load_checkpoint(checkpoint, TASK)
-    cfg = config_from_dict(VQ2DConfig, payload["config"], source=str(checkpoint))
-    model = VisualQueryLocalizer(cfg, payload["feature_dim"])
-    model.load_state_dict(payload["state_dict"])
-    return model.to(resolve_device(device)).eval()
+    return load_head(checkpoint, TASK, VQ2DConfig, build_model, device)[0]
 
 
 @torch.no_grad()
@@ -108,8 +109,7 @@ def predict_vq2d(
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Predict every valid query set of `annotations`; writes `out` (atomic) when given, returns the dict."""
-    from egovlp.formats.ego4d import read_json
-
+    out = output_path(out)
     model = load_vq2d_model(checkpoint, device)
     cfg = model.cfg
     clips, samples = load_vq_samples(annotations, features, cfg.query_size, with_targets=False)
@@ -128,7 +128,7 @@ def predict_vq2d(
         }
     prediction = challenge_file(read_json(annotations), clips, tracks)
     if out is not None:
-        write_json(prediction, out)
+        write_output(prediction, out)
     logger.info("vq2d: %d query sets predicted", len(tracks))
     return prediction
 

@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from egovlp.config import load_config_file
 from egovlp.errors import InputError
-from heads.common import (
-    batches,
-    load_config,
-    make_optimizer,
-    progress,
-    resolve_device,
-    save_checkpoint,
-    seed_everything,
-    write_json,
-)
+from egovlp.validate import non_negative_int
+from heads.common import prepare_run, train_and_save
 from heads.vq2d.anchors import anchor_labels, detection_loss, make_anchors
 from heads.vq2d.dataset import VQSample, load_vq_samples, training_window
 from heads.vq2d.model import VisualQueryLocalizer, VQ2DConfig
-
-logger = logging.getLogger(__name__)
 
 TASK = "vq2d"
 
@@ -77,9 +65,8 @@ def train_vq2d(
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Train and write `{out_dir}/checkpoint.pt` + `config.json`; returns {"losses", "seconds", ...}."""
-    cfg = load_config(VQ2DConfig, config, overrides)
-    generator = seed_everything(cfg.seed)
-    dev = resolve_device(device)
+    cfg = load_config_file(VQ2DConfig, config, overrides or {})
+    out, generator, dev = prepare_run(out_dir, cfg.seed, device)
     _, samples = load_vq_samples(annotations, features, cfg.query_size, with_targets=True)
     samples = [s for s in samples if s.targets]
     if not samples:
@@ -90,50 +77,23 @@ def train_vq2d(
     clips = {s.clip.clip_uid: s.clip.features for s in samples}
     model.input_norm.fit(torch.cat([f.reshape(-1, D)[:: max(1, f.shape[0] // 64)] for f in clips.values()]))
     model = model.to(dev)
-    steps_per_epoch = -(-len(samples) // cfg.batch_size)
-    opt, sched = make_optimizer(
-        model, cfg.lr, cfg.weight_decay, cfg.epochs * steps_per_epoch, steps_per_epoch
-    )
-    losses: list[float] = []
-    start = time.perf_counter()
-    bar = progress(range(cfg.epochs), desc="train vq2d", enable=show_progress)
-    for _epoch in bar:
-        model.train()
-        total = 0.0
-        for idx in batches(len(samples), cfg.batch_size, generator):
-            chunk = [samples[i] for i in idx]
-            windows = [training_window(s, cfg.clip_len, cfg.positive_window_prob, generator) for s in chunk]
-            batch = {k: v.to(dev) for k, v in make_batch(chunk, windows, anchors, cfg).items()}
-            outputs = model(batch["frames"], batch["query"], batch["mask"])
-            loss = batch_loss(outputs, batch, anchors.to(dev), cfg)
-            opt.zero_grad(set_to_none=True)
-            loss["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            total += float(loss["loss"].detach()) * len(idx)
-        losses.append(total / len(samples))
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out_dir / "checkpoint.pt", TASK, model, cfg, feature_dim=D, losses=losses)
-    summary = {
-        "task": TASK,
-        "query_sets": len(samples),
-        "losses": losses,
-        "seconds": time.perf_counter() - start,
-    }
-    write_json({"config": cfg.__dict__, **summary}, out_dir / "config.json")
-    logger.info("vq2d: %d query sets, final loss %.4f", len(samples), losses[-1])
-    return summary
+
+    def loss_of(idx: list[int]) -> torch.Tensor:
+        chunk = [samples[i] for i in idx]
+        windows = [training_window(s, cfg.clip_len, cfg.positive_window_prob, generator) for s in chunk]
+        batch = {k: v.to(dev) for k, v in make_batch(chunk, windows, anchors, cfg).items()}
+        outputs = model(batch["frames"], batch["query"], batch["mask"])
+        return batch_loss(outputs, batch, anchors.to(dev), cfg)["loss"]
+
+    return train_and_save(TASK, model, cfg, len(samples), loss_of, generator, out, {"query_sets": len(samples)},
+                          {"feature_dim": D}, show_progress)  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ann", required=True, help="VQ2D annotation file (vq_train.json)")
     parser.add_argument("--features", required=True, help="folder of {clip_uid}.h5 frame grids (preset vq2d)")
     parser.add_argument(
-        "--refine-stages", type=int, help="PRVQL-style refinement stages (overrides the config)"
+        "--refine-stages", type=non_negative_int, help="PRVQL-style refinement stages (overrides the config)"
     )
 
 

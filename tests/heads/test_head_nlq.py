@@ -126,16 +126,16 @@ def test_cli_train_predict_and_errors(tmp_path, capsys):
 
 
 def test_config_rejects_unknown_and_mistyped_options(tmp_path):
-    from heads.common import load_config
+    from egovlp.config import load_config_file
 
     bad = tmp_path / "nlq.yaml"
     bad.write_text("hiden: 64\n")
     with pytest.raises(InputError, match="unknown option.*hiden"):
-        load_config(NLQConfig, bad)
+        load_config_file(NLQConfig, bad)
     bad.write_text("hidden: big\n")
-    with pytest.raises(InputError, match="'hidden' expects int"):
-        load_config(NLQConfig, bad)
+    with pytest.raises(InputError, match="'hidden'.*valid integer"):
+        load_config_file(NLQConfig, bad)
     good = tmp_path / "ok.yaml"
     good.write_text("hidden: 64\nlr: 1\n")
-    cfg = load_config(NLQConfig, good, {"epochs": 3, "seed": None})
+    cfg = load_config_file(NLQConfig, good, {"epochs": 3, "seed": None})
     assert (cfg.hidden, cfg.lr, cfg.epochs, cfg.seed) == (64, 1.0, 3, 0)
