@@ -91,10 +91,14 @@ def test_resume_continues_exactly(world, tmp_path):
     (resumed / "checkpoints").mkdir(parents=True)
     shutil.copytree(full / "checkpoints" / "step_00000003", resumed / "checkpoints" / "step_00000003")
     (resumed / "checkpoints" / "latest").write_text("step_00000003\n")
+    # the killed run had logged past its checkpoint, and died writing a row
+    with open(resumed / "metrics.jsonl", "w") as f:
+        f.write((full / "metrics.jsonl").read_text() + '{"step": 7, "lo')
     summary = train_module.train(config(world, resumed, steps=6, checkpoint_every=3), resume="latest")
     assert summary["start_step"] == 3
+    steps = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]  # one row per step after the resume
     again = losses(resumed)
-    assert sorted(again) == [4, 5, 6]
     for step in (4, 5, 6):
         assert again[step] == pytest.approx(reference[step], rel=1e-6, abs=1e-6)
     # the final weights agree too, and checkpoints load with the public loader
@@ -106,9 +110,32 @@ def test_resume_continues_exactly(world, tmp_path):
 
 def test_loss_decreases_on_the_tiny_world(world, tmp_path):
     out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 1, "loss": 99.0}\n' * 3)  # an older run's file
     train_module.train(config(world, out, steps=12, checkpoint_every=0, lr=2e-3))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 13))  # a fresh run starts a new file
     got = losses(out)
     assert sum(got[s] for s in (10, 11, 12)) < sum(got[s] for s in (1, 2, 3))
+    # published files get the umask's mode
+    assert (out / "final" / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.parametrize("argv", [["--num-processes", "0"], ["--num-processes", "-2"]])
+def test_bad_process_count_is_one_line(world, tmp_path, argv, capsys):
+    from egovlp.cli import run
+
+    assert run(["pretrain", "--config", str(world / "micro.yaml"), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--num-processes" in err[0]
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(world, tmp_path, monkeypatch):
