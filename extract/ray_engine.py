@@ -39,8 +39,9 @@ def connect(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-dataset INFO lines on stderr
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, ValueError, RuntimeError) as err:
         raise InputError(f"--ray-address {address}: cannot connect to a Ray cluster ({err})") from None
     return True
@@ -99,6 +100,13 @@ class ModelReplica:
         return {"result": np.array(results, dtype=object)}
 
 
+def decode_memory(opts: ExtractOptions, img_size: int) -> int:
+    """Bytes a decode task reserves: its chunk of frames a few times over (decoded, resized, shipped).
+    A resource the model actors do not ask for, so Ray Data does not fuse decoding into them."""
+    frames_per_row = 1 if opts.preset == "vq2d" else 4
+    return 4 * chunk_rows(opts) * frames_per_row * 3 * img_size * img_size + (64 << 20)
+
+
 def plan_resources(spec: ModelSpec, opts: ExtractOptions) -> tuple[ModelSpec, int, int, int, float]:
     """(spec with a concrete device, replicas, decode tasks, threads per replica, GPUs per replica)."""
     import ray
@@ -128,16 +136,18 @@ def build_dataset(spec: ModelSpec, jobs: list[Job], opts: ExtractOptions, img_si
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.execution_options.preserve_order = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     logger.info("ray: %d model replicas (%s, %d threads), %d decode tasks", replicas, spec.device, threads, workers)
     items = [{"job": pickle.dumps((pos, job), protocol=pickle.HIGHEST_PROTOCOL)} for pos, job in enumerate(jobs)]
     ds = ray.data.from_items(items, override_num_blocks=len(items))  # one block per output, longest first
     ds = ds.map_batches(
-        decode_batch, batch_size=1, batch_format="numpy", num_cpus=1, concurrency=workers,
+        decode_batch, batch_size=1, batch_format="numpy", num_cpus=1, memory=decode_memory(opts, img_size),
+        compute=ray.data.TaskPoolStrategy(size=workers),
         fn_kwargs={"size": img_size, "letterbox": opts.preset == "vq2d", "short_side": opts.short_side,
                    "rows": chunk_rows(opts), "first_rows": opts.batch_size},
     )  # fmt: skip
     return ds.map_batches(
-        ModelReplica, batch_size=1, batch_format="numpy", concurrency=replicas,
+        ModelReplica, batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=replicas),
         num_cpus=threads if not gpus else 1, num_gpus=gpus,
         fn_constructor_kwargs={"spec": asdict(spec), "preset": opts.preset, "batch_size": opts.batch_size,
                                "threads": threads},
