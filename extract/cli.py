@@ -24,7 +24,14 @@ from pydantic.dataclasses import dataclass
 from egovlp.config import STRICT_KEYS, load_config_file
 from egovlp.errors import InputError
 from egovlp.io import remove_stale_temps, write_bytes_atomic
-from egovlp.validate import non_negative_int, os_error_reason, output_dir, positive_int, resolve_device, write_error
+from egovlp.validate import (
+    non_negative_int,
+    os_error_reason,
+    output_dir,
+    positive_int,
+    resolve_device,
+    write_error,
+)
 from extract.cpus import default_workers
 from extract.manifest import MANIFEST, ManifestRow, write_manifest
 from extract.pipeline import ENGINES, ExtractOptions, ModelSpec, extract_videos, load_extract_model
@@ -79,12 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-768", action="store_true", help="also write {name}.768.pt, the pre-projection CLS")
     p.add_argument("--per-video", action="store_true", help="annotation input: whole {video_uid} outputs")
     p.add_argument("--text-tokens", action="store_true", help="text preset: also per-token features")
-    p.add_argument("--batch-size", type=positive_int, default=None, help="rows per model call (default 32 GPU, 8 CPU)")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=None, help="rows per model call (default 32 GPU, 8 CPU)"
+    )
     p.add_argument(
         "--workers", type=non_negative_int, default=None,
         help="decoding processes (local; default cores - 1, at most 8) or decode tasks in flight (ray)",
     )  # fmt: skip
-    p.add_argument("--short-side", type=positive_int, default=None, help="decode at this short side (default: native)")
+    p.add_argument(
+        "--short-side", type=positive_int, default=None, help="decode at this short side (default: native)"
+    )
     p.add_argument("--chunk-rows", type=positive_int, default=64, help="rows decoded per sequential read")
     p.add_argument(
         "--no-pin-cpus", action="store_true",
@@ -94,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16")
     p.add_argument("--engine", default="local", help="local (default) or ray")
     p.add_argument("--ray-address", default=None, help="ray: the cluster to join (default: a local Ray)")
-    p.add_argument("--replicas", type=positive_int, default=None, help="ray: model replicas (default: one per GPU)")
+    p.add_argument(
+        "--replicas", type=positive_int, default=None, help="ray: model replicas (default: one per GPU)"
+    )
     p.add_argument("--defaults", default=None, help="YAML of option defaults (configs/extract/*.yaml)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -164,10 +177,14 @@ def _main(args: argparse.Namespace) -> int:
         logger.info("removed %d temp files of killed runs in %s", removed, out)
     model_name = Path(args.model).name
     batch_size = args.batch_size or (32 if device.startswith("cuda") else 8)
-    workers = args.workers if args.workers is not None else (default_workers() if args.engine == "local" else 0)
+    workers = (
+        args.workers if args.workers is not None else (default_workers() if args.engine == "local" else 0)
+    )
     spec = ModelSpec(args.model, args.config, device, args.precision)
     # under ray the actors load their own copy; this one gives the identity and sizes
-    model = load_extract_model(spec if args.engine == "local" or args.preset == "text" else ModelSpec(args.model, args.config))
+    model = load_extract_model(
+        spec if args.engine == "local" or args.preset == "text" else ModelSpec(args.model, args.config)
+    )
     resolved = {k: v for k, v in vars(args).items() if k != "defaults"}
     resolved |= {"batch_size": batch_size, "workers": workers, "device": device}
     try:
@@ -208,7 +225,9 @@ def _run_text(args, model, out: Path, model_name: str, batch_size: int) -> Manif
         )  # fmt: skip
     except OSError as err:  # a full or forbidden disk: one line naming the folder
         raise write_error(out, err) from None
-    return ManifestRow(Path(args.input).name, str(args.input), status, None, n, time.perf_counter() - t0, None)
+    return ManifestRow(
+        Path(args.input).name, str(args.input), status, None, n, time.perf_counter() - t0, None
+    )
 
 
 def _report(rows, out, preset, manifest, manifest_error, seconds) -> int:

@@ -31,7 +31,6 @@ class WorkItem:
     error: str | None = None  # set when the input cannot be read at all (missing video)
 
 
-
 def _annotation_kind(data: object) -> str | None:
     """Which Ego4D annotation a parsed JSON holds: nlq, mq, vq2d, or None."""
     if not isinstance(data, dict) or not isinstance(data.get("videos"), list):

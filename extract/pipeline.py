@@ -27,8 +27,16 @@ import torch
 from tqdm import tqdm
 
 from egovlp.errors import InputError
-from egovlp.features import GRID_FPS, VQ_FPS, WINDOW_FRAMES, ModelIdentity, clip_complete, feature_paths
-from egovlp.features import h5_complete, model_identity
+from egovlp.features import (
+    GRID_FPS,
+    VQ_FPS,
+    WINDOW_FRAMES,
+    ModelIdentity,
+    clip_complete,
+    feature_paths,
+    h5_complete,
+    model_identity,
+)
 from egovlp.validate import os_error_reason
 from extract.inputs import WorkItem
 from extract.manifest import ManifestRow
@@ -91,7 +99,13 @@ class OutputSpec:
     @classmethod
     def of(cls, model, name: str) -> OutputSpec:
         video = model.cfg.video
-        return cls(model_identity(model, name), model.cfg.projection_dim, video.embed_dim, video.img_size, video.patch_size)
+        return cls(
+            model_identity(model, name),
+            model.cfg.projection_dim,
+            video.embed_dim,
+            video.img_size,
+            video.patch_size,
+        )
 
 
 def load_extract_model(spec: ModelSpec):
@@ -100,7 +114,9 @@ def load_extract_model(spec: ModelSpec):
 
     device = torch.device(spec.device)
     if device.type != "cuda" and spec.precision in ("bf16", "fp16"):
-        raise InputError(f"--precision {spec.precision}: half precision is for CUDA only; use fp32 on the CPU")
+        raise InputError(
+            f"--precision {spec.precision}: half precision is for CUDA only; use fp32 on the CPU"
+        )
     model = egovlp.load_model(spec.path, config=spec.config, device=str(device))
     autocast = {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16}
     model.autocast_dtype = autocast.get(spec.precision) if device.type == "cuda" else None
@@ -248,7 +264,9 @@ class Collector:
                 return
             live.sink.write(row0, outputs)
         except OSError as err:
-            self.fail(pos, f"{job.item.name}: cannot write output in {self.opts.out} ({os_error_reason(err)})")
+            self.fail(
+                pos, f"{job.item.name}: cannot write output in {self.opts.out} ({os_error_reason(err)})"
+            )
             return
         n = len(next(iter(outputs.values())))
         live.seen.add(row0)
@@ -276,9 +294,13 @@ class Collector:
             live.sink.commit()
         except OSError as err:
             live.sink.abort()
-            return failed_row(job, f"{job.item.name}: cannot write output in {self.opts.out} ({os_error_reason(err)})")
+            return failed_row(
+                job, f"{job.item.name}: cannot write output in {self.opts.out} ({os_error_reason(err)})"
+            )
         seconds = time.perf_counter() - live.t0
-        return ManifestRow(job.item.name, job.item.source, "ok", None, job.plan.num_rows, seconds, job.duration)
+        return ManifestRow(
+            job.item.name, job.item.source, "ok", None, job.plan.num_rows, seconds, job.duration
+        )
 
     def finish(self) -> list[ManifestRow]:
         """Wait for the writer; outputs still in flight (a stream that ended early) are aborted and failed."""
@@ -333,7 +355,11 @@ def extract_videos(
     todo: list[Job] = []
     for job in jobs:
         if is_complete(job, opts, spec):
-            rows.append(ManifestRow(job.item.name, job.item.source, "skipped", None, job.plan.num_rows, 0.0, job.duration))
+            rows.append(
+                ManifestRow(
+                    job.item.name, job.item.source, "skipped", None, job.plan.num_rows, 0.0, job.duration
+                )
+            )
         else:
             todo.append(job)
     model_seconds = 0.0

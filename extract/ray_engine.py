@@ -137,8 +137,12 @@ def build_dataset(spec: ModelSpec, jobs: list[Job], opts: ExtractOptions, img_si
     ctx.print_on_execution_start = False
     ctx.execution_options.preserve_order = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
-    logger.info("ray: %d model replicas (%s, %d threads), %d decode tasks", replicas, spec.device, threads, workers)
-    items = [{"job": pickle.dumps((pos, job), protocol=pickle.HIGHEST_PROTOCOL)} for pos, job in enumerate(jobs)]
+    logger.info(
+        "ray: %d model replicas (%s, %d threads), %d decode tasks", replicas, spec.device, threads, workers
+    )
+    items = [
+        {"job": pickle.dumps((pos, job), protocol=pickle.HIGHEST_PROTOCOL)} for pos, job in enumerate(jobs)
+    ]
     ds = ray.data.from_items(items, override_num_blocks=len(items))  # one block per output, longest first
     ds = ds.map_batches(
         decode_batch, batch_size=1, batch_format="numpy", num_cpus=1, memory=decode_memory(opts, img_size),

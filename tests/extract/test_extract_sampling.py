@@ -39,7 +39,8 @@ def compat_frames(s: float, e: float, vlen: int) -> list[list[int]]:
 
 
 @pytest.mark.parametrize(
-    ("start", "duration"), [(0.0, 0.2), (0.0, 0.5), (0.0, 5.0), (0.0, 10.0), (1.0, 2.0), (3.7, 30.0), (0.0, 487.3)]
+    ("start", "duration"),
+    [(0.0, 0.2), (0.0, 0.5), (0.0, 5.0), (0.0, 10.0), (1.0, 2.0), (3.7, 30.0), (0.0, 487.3)],
 )
 def test_default_grid_30fps(start, duration):
     num_frames = math.ceil((start + duration) * 30) + 5
