@@ -26,13 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from egovlp.errors import VideoReadError
+from egovlp.features import GRID_FPS, ROWS_PER_SECOND, VQ_FPS, WINDOW_FRAMES
 
-GRID_FPS = 30.0
-WINDOW_FRAMES = 16
 FRAMES_PER_ROW = 4
-ROWS_PER_SECOND = GRID_FPS / WINDOW_FRAMES  # 1.875
-COMPAT_ROWS_PER_SECOND = 1.87
-VQ_FPS = 5.0
+COMPAT_ROWS_PER_SECOND = 1.87  # the published reader's rate (B.6, --compat)
 VQ_STEP = int(GRID_FPS / VQ_FPS)  # 30 fps frames per 5 fps frame
 
 

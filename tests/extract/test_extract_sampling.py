@@ -1,5 +1,5 @@
 """Row grids (1.875 rows/s exact, the published --compat reader, 5 fps VQ2D) against the formulas of
-DESIGN.md B.6 written out independently here, and the rank split."""
+DESIGN.md B.6 written out independently here."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from egovlp.errors import VideoReadError
-from extract.inputs import WorkItem, split_by_rank
 from extract.sampling import compat_plan, vq_plan, window_plan
 
 
@@ -110,16 +109,3 @@ def test_vq_plan_five_fps():
     assert plan.num_rows == 50
     assert plan.frame_numbers.tolist() == list(range(50))
     assert plan.indices[:, 0].tolist() == [30 + 6 * n for n in range(50)]
-
-
-def test_rank_split_covers_every_input_once_longest_first():
-    items = [WorkItem(f"v{i}", f"/x/v{i}.mp4", 0.0, float(d)) for i, d in enumerate([5, 50, 7, 30, 1, 22, 9])]
-    parts = [split_by_rank(items, r, 3) for r in range(3)]
-    names = sorted(it.name for part in parts for it in part)
-    assert names == sorted(it.name for it in items)
-    for part in parts:
-        weights = [it.weight() for it in part]
-        assert weights == sorted(weights, reverse=True)
-    loads = [sum(it.weight() for it in part) for part in parts]
-    assert max(loads) - min(loads) <= 50
-    assert parts[0][0].name == "v1"
