@@ -162,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         feats / "clip",
         feats / "text_train",
         runs / "nlq",
-        CONFIGS / "nlq.yaml",
-        over,
+        config=CONFIGS / "nlq.yaml",
+        overrides=over,
         **quiet,
     )
     pred = predict_nlq(
@@ -182,9 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     timings["nlq"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    train_mq(
-        data / "moments_train.json", [str(feats / "clip")], runs / "mq", CONFIGS / "mq.yaml", over, **quiet
-    )
+    train_mq(data / "moments_train.json", [str(feats / "clip")], runs / "mq", config=CONFIGS / "mq.yaml",
+             overrides=over, **quiet)  # fmt: skip
     pred = predict_mq(
         runs / "mq" / "checkpoint.pt",
         data / "moments_val.json",
@@ -198,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     timings["mq"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    train_vq2d(data / "vq_train.json", feats / "vq2d", runs / "vq2d", CONFIGS / "vq2d.yaml", over, **quiet)
+    train_vq2d(data / "vq_train.json", feats / "vq2d", runs / "vq2d", config=CONFIGS / "vq2d.yaml", overrides=over,
+               **quiet)  # fmt: skip
     pred = predict_vq2d(
         runs / "vq2d" / "checkpoint.pt", data / "vq_val.json", feats / "vq2d", out / "vq2d_pred.json", **quiet
     )

@@ -78,12 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "train":
         if args.config is None and (CONFIGS / f"{args.task}.yaml").is_file():
             args.config = CONFIGS / f"{args.task}.yaml"
-        args.overrides = {
-            "epochs": args.epochs,
-            "seed": args.seed,
-            "lr": args.lr,
-            "batch_size": args.batch_size,
-        }
+        overrides = {"epochs": args.epochs, "seed": args.seed, "lr": args.lr, "batch_size": args.batch_size}
+        args.options = {"config": args.config, "overrides": overrides, "device": args.device,
+                        "show_progress": not args.quiet}  # fmt: skip
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"

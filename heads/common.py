@@ -15,9 +15,9 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypedDict, TypeVar
 
 import numpy as np
 import torch
@@ -30,10 +30,10 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic.dataclasses import dataclass
+from pydantic.dataclasses import dataclass as config_dataclass
 from tqdm import tqdm
 
-from egovlp.config import STRICT_KEYS, config_from_dict
+from egovlp.config import STRICT_KEYS, config_from_dict, load_config_file
 from egovlp.errors import InputError
 from egovlp.io import torch_save_atomic, write_json_atomic
 from egovlp.validate import output_dir, output_file, resolve_device, write_error
@@ -43,13 +43,14 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "egovlp-head-v1"
 
 M = TypeVar("M", bound=torch.nn.Module)
+C = TypeVar("C", bound="HeadConfig")
 
 
 Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-@dataclass(config=STRICT_KEYS)
+@config_dataclass(config=STRICT_KEYS)
 class HeadConfig:
     """The options every head has: width, attention heads, dropout and training. Each head's config
     extends it (redeclaring a field only to change its default); limits are checked on load."""
@@ -176,36 +177,52 @@ def fit(
     return losses
 
 
-def train_and_save(
+class TrainOptions(TypedDict, total=False):
+    """The options of every `train_<head>` function besides its data and output folder."""
+
+    config: str | os.PathLike | None  # YAML of the head's config (None: the defaults)
+    overrides: Mapping[str, Any] | None  # typed values over the YAML (None values are skipped)
+    device: str  # cpu, cuda, cuda:N or auto
+    show_progress: bool
+
+
+@dataclasses.dataclass
+class Training:
+    """What a head hands the shared loop: the model (inputs normalized, on its device), the number of
+    samples, the loss of a batch of sample indices, counts for the summary and the checkpoint fields
+    that rebuild the model."""
+
+    model: torch.nn.Module
+    n: int
+    loss_of: Callable[[list[int]], torch.Tensor]
+    counts: dict[str, Any]
+    meta: dict[str, Any]
+
+
+def train_head(
     task: str,
-    model: torch.nn.Module,
-    cfg: HeadConfig,
-    n: int,
-    loss_of: Callable[[list[int]], torch.Tensor],
-    generator: torch.Generator,
-    out_dir: Path,
-    counts: dict[str, Any],
-    meta: dict[str, Any],
+    config_cls: type[C],
+    prepare: Callable[[C, torch.Generator, torch.device], Training],
+    out_dir: str | os.PathLike,
+    config: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    device: str = "cpu",
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """`fit`, then write `{out_dir}/checkpoint.pt` (with `meta`: what rebuilds the model) and
-    `config.json`; returns {"task", **counts, "losses", "seconds"}."""
+    """The one `heads train` flow: config (YAML + overrides, checked), output folder (checked before any
+    data is read), seed, device, `prepare` (the head's data and model), `fit`, then
+    `{out_dir}/checkpoint.pt` and `config.json`. Returns {"task", **counts, "losses", "seconds"}."""
+    cfg = load_config_file(config_cls, config, overrides or {})
+    out = output_dir(out_dir, "--out")
+    generator = seed_everything(cfg.seed)
+    job = prepare(cfg, generator, resolve_device(device))
     start = time.perf_counter()
-    losses = fit(model, cfg, n, loss_of, generator, f"train {task}", show_progress)
-    save_checkpoint(out_dir / "checkpoint.pt", task, model, cfg, **meta, losses=losses)
-    summary = {"task": task, **counts, "losses": losses, "seconds": time.perf_counter() - start}
-    write_output({"config": dataclasses.asdict(cfg), **summary}, out_dir / "config.json")
-    logger.info("%s: %s, final loss %.4f, checkpoint in %s", task, counts, losses[-1], out_dir)
+    losses = fit(job.model, cfg, job.n, job.loss_of, generator, f"train {task}", show_progress)
+    save_checkpoint(out / "checkpoint.pt", task, job.model, cfg, **job.meta, losses=losses)
+    summary = {"task": task, **job.counts, "losses": losses, "seconds": time.perf_counter() - start}
+    write_output({"config": dataclasses.asdict(cfg), **summary}, out / "config.json")
+    logger.info("%s: %s, final loss %.4f, checkpoint in %s", task, job.counts, losses[-1], out)
     return summary
-
-
-def prepare_run(
-    out_dir: str | os.PathLike, seed: int, device: str
-) -> tuple[Path, torch.Generator, torch.device]:
-    """The output folder (created; InputError if it is a file or not writable), the seeded data-order
-    generator and the device, checked before any data is read."""
-    folder = output_dir(out_dir, "--out")
-    return folder, seed_everything(seed), resolve_device(device)
 
 
 # ---- checkpoints and outputs ------------------------------------------------------------------------

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+from functools import partial
 from typing import Any
 
 import torch
+from typing_extensions import Unpack
 
-from egovlp.config import load_config_file
 from egovlp.errors import InputError
-from heads.common import prepare_run, train_and_save
+from heads.common import Training, TrainOptions, train_head
 from heads.mq.dataset import class_counts, load_mq_samples, pad_batch, random_crop
 from heads.mq.losses import detection_loss
 from heads.mq.model import MomentDetector, MQConfig
@@ -18,18 +19,13 @@ from heads.mq.model import MomentDetector, MQConfig
 TASK = "mq"
 
 
-def train_mq(
+def _training(
     annotations: str | os.PathLike,
     feature_dirs: list[str],
-    out_dir: str | os.PathLike,
-    config: str | os.PathLike | None = None,
-    overrides: dict[str, Any] | None = None,
-    device: str = "cpu",
-    show_progress: bool = True,
-) -> dict[str, Any]:
-    """Train and write `{out_dir}/checkpoint.pt` + `config.json`; returns {"losses", "classes", "seconds"}."""
-    cfg = load_config_file(MQConfig, config, overrides or {})
-    out, generator, dev = prepare_run(out_dir, cfg.seed, device)
+    cfg: MQConfig,
+    generator: torch.Generator,
+    dev: torch.device,
+) -> Training:
     counts = class_counts(annotations)
     if not counts:
         raise InputError(f"{annotations}: no primary moment labels to train on")
@@ -47,9 +43,19 @@ def train_mq(
         levels = model(feats.to(dev), mask.to(dev))
         return detection_loss(model, levels, [c[1] for c in crops], [c[2] for c in crops], cfg)["loss"]
 
-    counts_ = {"clips": len(samples), "classes": classes}
-    return train_and_save(TASK, model, cfg, len(samples), loss_of, generator, out, counts_,
-                          {"classes": classes, "set_dims": set_dims}, show_progress)  # fmt: skip
+    meta = {"classes": classes, "set_dims": set_dims}
+    return Training(model, len(samples), loss_of, {"clips": len(samples), "classes": classes}, meta)
+
+
+def train_mq(
+    annotations: str | os.PathLike,
+    feature_dirs: list[str],
+    out_dir: str | os.PathLike,
+    **options: Unpack[TrainOptions],
+) -> dict[str, Any]:
+    """Train on the clips with primary labels and write `{out_dir}/checkpoint.pt` + `config.json`;
+    returns {"task", "clips", "classes", "losses", "seconds"}. Options as `heads.common.train_head`."""
+    return train_head(TASK, MQConfig, partial(_training, annotations, feature_dirs), out_dir, **options)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,5 +67,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    overrides = {**args.overrides, "asl": args.asl}
-    return train_mq(args.ann, args.features, args.out, args.config, overrides, args.device, not args.quiet)
+    args.options["overrides"]["asl"] = args.asl
+    return train_mq(args.ann, args.features, args.out, **args.options)

@@ -4,32 +4,28 @@ from __future__ import annotations
 
 import argparse
 import os
+from functools import partial
 from typing import Any
 
 import torch
+from typing_extensions import Unpack
 
-from egovlp.config import load_config_file
 from egovlp.errors import InputError
-from heads.common import prepare_run, train_and_save
+from heads.common import Training, TrainOptions, train_head
 from heads.nlq.dataset import collate, load_nlq_samples
 from heads.nlq.model import NLQConfig, SpanLocalizer, span_loss
 
 TASK = "nlq"
 
 
-def train_nlq(
+def _training(
     annotations: str | os.PathLike,
     features: str | os.PathLike,
     text_features: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    config: str | os.PathLike | None = None,
-    overrides: dict[str, Any] | None = None,
-    device: str = "cpu",
-    show_progress: bool = True,
-) -> dict[str, Any]:
-    """Train and write `{out_dir}/checkpoint.pt` + `config.json`; returns {"losses": [...], "seconds", ...}."""
-    cfg = load_config_file(NLQConfig, config, overrides or {})
-    out, generator, dev = prepare_run(out_dir, cfg.seed, device)
+    cfg: NLQConfig,
+    _generator: torch.Generator,
+    dev: torch.device,
+) -> Training:
     samples, _ = load_nlq_samples(annotations, features, text_features, cfg, require_windows=True)
     if not samples:
         raise InputError(f"{annotations}: no language queries with text to train on")
@@ -47,8 +43,20 @@ def train_nlq(
                          cfg.highlight_weight)["loss"]  # fmt: skip
 
     meta = {"video_dim": video_dim, "text_dim": text_dim}
-    return train_and_save(TASK, model, cfg, len(samples), loss_of, generator, out, {"samples": len(samples)},
-                          meta, show_progress)  # fmt: skip
+    return Training(model, len(samples), loss_of, {"samples": len(samples)}, meta)
+
+
+def train_nlq(
+    annotations: str | os.PathLike,
+    features: str | os.PathLike,
+    text_features: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    **options: Unpack[TrainOptions],
+) -> dict[str, Any]:
+    """Train on the queries with text and write `{out_dir}/checkpoint.pt` + `config.json`; returns
+    {"task", "samples", "losses", "seconds"}. Options as `heads.common.train_head`."""
+    prepare = partial(_training, annotations, features, text_features)
+    return train_head(TASK, NLQConfig, prepare, out_dir, **options)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +68,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    overrides = {**args.overrides, "use_tokens": args.use_tokens}
-    return train_nlq(args.ann, args.features, args.text_features, args.out, args.config, overrides, args.device,
-                     not args.quiet)  # fmt: skip
+    args.options["overrides"]["use_tokens"] = args.use_tokens
+    return train_nlq(args.ann, args.features, args.text_features, args.out, **args.options)

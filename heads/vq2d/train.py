@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+from functools import partial
 from typing import Any
 
 import torch
+from typing_extensions import Unpack
 
-from egovlp.config import load_config_file
 from egovlp.errors import InputError
 from egovlp.validate import non_negative_int
-from heads.common import prepare_run, train_and_save
+from heads.common import Training, TrainOptions, train_head
 from heads.vq2d.anchors import anchor_labels, detection_loss, make_anchors
 from heads.vq2d.dataset import VQSample, load_vq_samples, training_window
 from heads.vq2d.model import VisualQueryLocalizer, VQ2DConfig
@@ -55,18 +56,13 @@ def batch_loss(outputs: list[dict[str, torch.Tensor]], batch: dict[str, torch.Te
     return total
 
 
-def train_vq2d(
+def _training(
     annotations: str | os.PathLike,
     features: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    config: str | os.PathLike | None = None,
-    overrides: dict[str, Any] | None = None,
-    device: str = "cpu",
-    show_progress: bool = True,
-) -> dict[str, Any]:
-    """Train and write `{out_dir}/checkpoint.pt` + `config.json`; returns {"losses", "seconds", ...}."""
-    cfg = load_config_file(VQ2DConfig, config, overrides or {})
-    out, generator, dev = prepare_run(out_dir, cfg.seed, device)
+    cfg: VQ2DConfig,
+    generator: torch.Generator,
+    dev: torch.device,
+) -> Training:
     _, samples = load_vq_samples(annotations, features, cfg.query_size, with_targets=True)
     samples = [s for s in samples if s.targets]
     if not samples:
@@ -85,8 +81,18 @@ def train_vq2d(
         outputs = model(batch["frames"], batch["query"], batch["mask"])
         return batch_loss(outputs, batch, anchors.to(dev), cfg)["loss"]
 
-    return train_and_save(TASK, model, cfg, len(samples), loss_of, generator, out, {"query_sets": len(samples)},
-                          {"feature_dim": D}, show_progress)  # fmt: skip
+    return Training(model, len(samples), loss_of, {"query_sets": len(samples)}, {"feature_dim": D})
+
+
+def train_vq2d(
+    annotations: str | os.PathLike,
+    features: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    **options: Unpack[TrainOptions],
+) -> dict[str, Any]:
+    """Train on the valid query sets and write `{out_dir}/checkpoint.pt` + `config.json`; returns
+    {"task", "query_sets", "losses", "seconds"}. Options as `heads.common.train_head`."""
+    return train_head(TASK, VQ2DConfig, partial(_training, annotations, features), out_dir, **options)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,5 +104,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    overrides = {**args.overrides, "refine_stages": args.refine_stages}
-    return train_vq2d(args.ann, args.features, args.out, args.config, overrides, args.device, not args.quiet)
+    args.options["overrides"]["refine_stages"] = args.refine_stages
+    return train_vq2d(args.ann, args.features, args.out, **args.options)
