@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "index": ("serve.index:main", "FAISS index over extracted features"),
     "serve": ("serve.app:main", "the HTTP embedding and search service"),
     "heads": ("heads.cli:main", "train / predict downstream NLQ, MQ, VQ2D heads"),
+    "finetune": ("finetune.cli:main", "fine-tune the video tower for OSCC / PNR"),
 }
 
 # `egovlp eval TASK`: EgoMCQ belongs to pretraining, the Ego4D metrics to the heads.
