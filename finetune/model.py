@@ -1,0 +1,148 @@
+"""The fine-tuned model: EgoVLP's video tower with a linear head (B.7), and its saved folder.
+
+OSCC has 2 classes (no state change, state change), PNR 16 (which of the 16 input frames is the
+point of no return). The tower starts from an EgoVLP checkpoint (.pth), a converted folder, a timm
+image ViT (`vit:PATH`) or random weights; its `temporal_embed` is fitted to 16 frames (truncated or
+zero-padded, B.2) and its `pos_embed` resampled when the input size differs from the checkpoint's.
+
+A saved model is a folder: `model.safetensors` (`video_model.*`, `head.*`) and `config.json`
+(`task`, `num_classes`, `num_frames`, `video` = the tower's VideoTowerConfig, `init`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from egovlp.config import ModelConfig, VideoTowerConfig, base_config, config_from_dict, load_config
+from egovlp.errors import CheckpointError, InputError
+from egovlp.video_tower import SpaceTimeTransformer
+
+log = logging.getLogger(__name__)
+
+TASK_CLASSES = {"oscc": 2, "pnr": 16}
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+class FHOClassifier(nn.Module):
+    """frames `[B, F, 3, H, W]` -> logits `[B, num_classes]` (video CLS -> Linear)."""
+
+    def __init__(self, video: VideoTowerConfig, num_classes: int) -> None:
+        super().__init__()
+        self.video_cfg = video
+        self.video_model = SpaceTimeTransformer(video)
+        self.head = nn.Linear(video.embed_dim, num_classes)
+        nn.init.trunc_normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.head(self.video_model(frames))  # (B, D) -> (B, C)
+
+
+def _model_config(init: str, model_yaml: str) -> ModelConfig:
+    """The architecture `init` was trained with: --model YAML, a folder's config.json, or the base."""
+    if model_yaml:
+        return load_config(model_yaml)
+    path = Path(init)
+    if init not in ("", "random") and not init.startswith("vit:") and path.is_dir():
+        if (path / CONFIG_NAME).is_file():
+            return load_config(path / CONFIG_NAME)
+    return base_config()
+
+
+def _resample_pos_embed(state: dict[str, torch.Tensor], tower: SpaceTimeTransformer) -> dict:
+    """Fit a pos_embed of another patch grid (another input size) to the tower's grid (bicubic)."""
+    from timm.layers import resample_abs_pos_embed
+
+    target = tower.pos_embed.shape
+    if state["pos_embed"].shape != target:
+        grid = int((target[1] - 1) ** 0.5)
+        state["pos_embed"] = resample_abs_pos_embed(
+            state["pos_embed"], new_size=(grid, grid), num_prefix_tokens=1
+        )
+    return state
+
+
+def create_classifier(
+    task: str, init: str, model_yaml: str = "", num_frames: int = 16, img_size: int | None = None
+) -> FHOClassifier:
+    """A classifier for `task` whose tower starts from `init` (see the module docstring)."""
+    from egovlp.training import create_model_from_init
+
+    cfg = _model_config(init, model_yaml)
+    source = dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, num_frames=num_frames))
+    egovlp_model = create_model_from_init(init, source)
+    video = dataclasses.replace(source.video, img_size=img_size or source.video.img_size)
+    if video.img_size % video.patch_size:
+        raise InputError(
+            f"--img-size {video.img_size}: must be a multiple of the patch size {video.patch_size}"
+        )
+    model = FHOClassifier(video, TASK_CLASSES[task])
+    state = _resample_pos_embed(egovlp_model.video_model.state_dict(), model.video_model)
+    model.video_model.load_state_dict(state)
+    return model
+
+
+def save_classifier(
+    model: FHOClassifier, folder: str | os.PathLike, task: str, extra: dict | None = None
+) -> None:
+    """Weights (safetensors) and config.json, both written atomically with the umask's mode."""
+    from safetensors.torch import save_file
+
+    from egovlp.io import atomic_path, write_json_atomic
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(folder / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    config = {
+        "task": task,
+        "num_classes": TASK_CLASSES[task],
+        "num_frames": model.video_cfg.num_frames,
+        "video": dataclasses.asdict(model.video_cfg),
+        **(extra or {}),
+    }
+    write_json_atomic(config, folder / CONFIG_NAME, indent=2)
+
+
+def resolve_model_folder(path: str | os.PathLike) -> Path:
+    """A saved classifier folder, a run folder (its `final/`), or a checkpoint (its `model/`)."""
+    path = Path(path)
+    for candidate in (path, path / "final", path / "model"):
+        if (candidate / WEIGHTS_NAME).is_file() and (candidate / CONFIG_NAME).is_file():
+            return candidate
+    raise InputError(
+        f"{path}: no fine-tuned model here (expected {WEIGHTS_NAME} and {CONFIG_NAME}, or final/)"
+    )
+
+
+def load_classifier(path: str | os.PathLike) -> tuple[FHOClassifier, dict[str, Any]]:
+    """(model in eval mode, its config.json) from a folder `save_classifier` wrote."""
+    from safetensors.torch import load_file
+
+    from egovlp.checkpoint import load_state_dict_strict
+
+    folder = resolve_model_folder(path)
+    try:
+        config = json.loads((folder / CONFIG_NAME).read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"{folder / CONFIG_NAME}: unreadable ({err})") from None
+    if not isinstance(config, dict) or config.get("task") not in TASK_CLASSES:
+        raise InputError(f"{folder / CONFIG_NAME}: expected a fine-tuned model config with task oscc or pnr")
+    video = config_from_dict(VideoTowerConfig, config.get("video"), f"{folder / CONFIG_NAME}: video")
+    model = FHOClassifier(video, TASK_CLASSES[config["task"]])
+    try:
+        state = load_file(str(folder / WEIGHTS_NAME))
+    except Exception as err:  # noqa: BLE001 - a corrupt file is the user's input
+        raise CheckpointError(f"{folder / WEIGHTS_NAME}: not a readable safetensors file ({err})") from None
+    load_state_dict_strict(model, state, str(folder / WEIGHTS_NAME))
+    return model.eval(), config
