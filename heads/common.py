@@ -22,6 +22,7 @@ from typing import Annotated, Any, TypedDict, TypeVar
 import numpy as np
 import torch
 from pydantic import (
+    ConfigDict,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
@@ -46,11 +47,13 @@ M = TypeVar("M", bound=torch.nn.Module)
 C = TypeVar("C", bound="HeadConfig")
 
 
+# unknown keys refused; defaults validated too, so the consistency checks see every option
+HEAD_CONFIG = ConfigDict(**STRICT_KEYS, validate_default=True)
 Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-@config_dataclass(config=STRICT_KEYS)
+@config_dataclass(config=HEAD_CONFIG)
 class HeadConfig:
     """The options every head has: width, attention heads, dropout and training. Each head's config
     extends it (redeclaring a field only to change its default); limits are checked on load."""
@@ -65,13 +68,20 @@ class HeadConfig:
     weight_decay: NonNegativeFloat = 0.01
     seed: NonNegativeInt = 0
 
-    @field_validator("num_heads")
+    @field_validator("*")
     @classmethod
-    def _heads_divide_hidden(cls, value: int, info: ValidationInfo) -> int:
-        hidden = info.data.get("hidden")
-        if hidden is not None and hidden % value:
-            raise ValueError(f"hidden {hidden} is not a multiple of num_heads {value}")
+    def _consistent(cls, value: Any, info: ValidationInfo) -> Any:
+        problem = cls.consistency(info.field_name, value, info.data)
+        if problem:
+            raise ValueError(problem)
         return value
+
+    @classmethod
+    def consistency(cls, name: str, value: Any, earlier: dict[str, Any]) -> str | None:
+        """What is wrong with option `name` given the options declared before it (None: nothing)."""
+        if name == "num_heads" and earlier.get("hidden", 0) % value:
+            return f"hidden {earlier['hidden']} is not a multiple of num_heads {value}"
+        return None
 
 
 # ---- runtime ----------------------------------------------------------------------------------------
@@ -186,6 +196,15 @@ class TrainOptions(TypedDict, total=False):
     show_progress: bool
 
 
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """What `train_head` gives a head's `prepare`: the seeded generator of the data order (and of
+    random crops or windows) and the device."""
+
+    generator: torch.Generator
+    device: torch.device
+
+
 @dataclasses.dataclass
 class Training:
     """What a head hands the shared loop: the model (inputs normalized, on its device), the number of
@@ -202,7 +221,7 @@ class Training:
 def train_head(
     task: str,
     config_cls: type[C],
-    prepare: Callable[[C, torch.Generator, torch.device], Training],
+    prepare: Callable[[C, RunContext], Training],
     out_dir: str | os.PathLike,
     config: str | os.PathLike | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -215,7 +234,7 @@ def train_head(
     cfg = load_config_file(config_cls, config, overrides or {})
     out = output_dir(out_dir, "--out")
     generator = seed_everything(cfg.seed)
-    job = prepare(cfg, generator, resolve_device(device))
+    job = prepare(cfg, RunContext(generator, resolve_device(device)))
     start = time.perf_counter()
     losses = fit(job.model, cfg, job.n, job.loss_of, generator, f"train {task}", show_progress)
     save_checkpoint(out / "checkpoint.pt", task, job.model, cfg, **job.meta, losses=losses)

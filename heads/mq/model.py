@@ -9,6 +9,8 @@ per-class logits and (left, right) distances to the action boundaries, in units 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from pydantic import (
@@ -16,17 +18,14 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
-    ValidationInfo,
-    field_validator,
 )
 from pydantic.dataclasses import dataclass
 from torch import nn
 
-from egovlp.config import STRICT_KEYS
-from heads.common import Fraction, HeadConfig, InputNorm
+from heads.common import HEAD_CONFIG, Fraction, HeadConfig, InputNorm
 
 
-@dataclass(config=STRICT_KEYS)
+@dataclass(config=HEAD_CONFIG)
 class MQConfig(HeadConfig):
     levels: PositiveInt = 4  # pyramid strides 1, 2, 4, 8
     window: PositiveInt = 9  # local attention sees +-window//2 points at every level
@@ -56,13 +55,11 @@ class MQConfig(HeadConfig):
     soft_nms_sigma: PositiveFloat = 0.5
     max_segments: PositiveInt = 100
 
-    @field_validator("regression_ranges")
     @classmethod
-    def _one_range_per_level(cls, value: tuple, info: ValidationInfo) -> tuple:
-        levels = info.data.get("levels")
-        if levels is not None and len(value) != levels:
-            raise ValueError(f"{len(value)} ranges for {levels} levels (one per pyramid level)")
-        return value
+    def consistency(cls, name: str, value: Any, earlier: dict[str, Any]) -> str | None:
+        if name == "regression_ranges" and len(value) != earlier.get("levels", len(value)):
+            return f"{len(value)} ranges for {earlier['levels']} levels (one per pyramid level)"
+        return super().consistency(name, value, earlier)
 
 
 class LocalAttentionBlock(nn.Module):

@@ -11,7 +11,7 @@ import torch
 from typing_extensions import Unpack
 
 from egovlp.errors import InputError
-from heads.common import Training, TrainOptions, train_head
+from heads.common import RunContext, Training, TrainOptions, train_head
 from heads.mq.dataset import class_counts, load_mq_samples, pad_batch, random_crop
 from heads.mq.losses import detection_loss
 from heads.mq.model import MomentDetector, MQConfig
@@ -23,8 +23,7 @@ def _training(
     annotations: str | os.PathLike,
     feature_dirs: list[str],
     cfg: MQConfig,
-    generator: torch.Generator,
-    dev: torch.device,
+    run: RunContext,
 ) -> Training:
     counts = class_counts(annotations)
     if not counts:
@@ -34,13 +33,13 @@ def _training(
     set_dims = samples[0].set_dims
     model = MomentDetector(cfg, set_dims, len(classes))
     model.input_norm.fit(torch.cat([s.feats for s in samples]))
-    model = model.to(dev)
+    model = model.to(run.device)
     multiple = 2 ** (cfg.levels - 1)
 
     def loss_of(idx: list[int]) -> torch.Tensor:
-        crops = [random_crop(samples[i], cfg.max_len, generator) for i in idx]
+        crops = [random_crop(samples[i], cfg.max_len, run.generator) for i in idx]
         feats, mask = pad_batch([c[0] for c in crops], multiple)
-        levels = model(feats.to(dev), mask.to(dev))
+        levels = model(feats.to(run.device), mask.to(run.device))
         return detection_loss(model, levels, [c[1] for c in crops], [c[2] for c in crops], cfg)["loss"]
 
     meta = {"classes": classes, "set_dims": set_dims}

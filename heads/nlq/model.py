@@ -17,8 +17,7 @@ from pydantic.dataclasses import dataclass
 from torch import nn
 from torchvision.ops import nms
 
-from egovlp.config import STRICT_KEYS
-from heads.common import Fraction, HeadConfig, InputNorm
+from heads.common import HEAD_CONFIG, Fraction, HeadConfig, InputNorm
 
 
 def _odd(value: int) -> int:
@@ -32,7 +31,7 @@ OddSize = Annotated[PositiveInt, AfterValidator(_odd)]
 NEG_INF = -1e4  # large negative for masked logits; finite so fp16 / softmax stay NaN-free
 
 
-@dataclass(config=STRICT_KEYS)
+@dataclass(config=HEAD_CONFIG)
 class NLQConfig(HeadConfig):
     conv_layers: PositiveInt = 2
     kernel_size: OddSize = 7

@@ -11,7 +11,7 @@ import torch
 from typing_extensions import Unpack
 
 from egovlp.errors import InputError
-from heads.common import Training, TrainOptions, train_head
+from heads.common import RunContext, Training, TrainOptions, train_head
 from heads.nlq.dataset import collate, load_nlq_samples
 from heads.nlq.model import NLQConfig, SpanLocalizer, span_loss
 
@@ -23,8 +23,7 @@ def _training(
     features: str | os.PathLike,
     text_features: str | os.PathLike,
     cfg: NLQConfig,
-    _generator: torch.Generator,
-    dev: torch.device,
+    run: RunContext,
 ) -> Training:
     samples, _ = load_nlq_samples(annotations, features, text_features, cfg, require_windows=True)
     if not samples:
@@ -34,10 +33,10 @@ def _training(
     clips = {s.clip_uid: s.video for s in samples}
     model.video_norm.fit(torch.cat(list(clips.values())))
     model.text_norm.fit(torch.cat([s.text for s in samples]))
-    model = model.to(dev)
+    model = model.to(run.device)
 
     def loss_of(idx: list[int]) -> torch.Tensor:
-        batch = {k: v.to(dev) for k, v in collate([samples[i] for i in idx], cfg, True).items()}
+        batch = {k: v.to(run.device) for k, v in collate([samples[i] for i in idx], cfg, True).items()}
         logits = model(batch["video"], batch["video_mask"], batch["text"], batch["text_mask"])
         return span_loss(logits, batch["start"], batch["end"], batch["highlight"], batch["video_mask"],
                          cfg.highlight_weight)["loss"]  # fmt: skip

@@ -17,11 +17,10 @@ from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveIn
 from pydantic.dataclasses import dataclass
 from torch import nn
 
-from egovlp.config import STRICT_KEYS
-from heads.common import Fraction, HeadConfig, InputNorm
+from heads.common import HEAD_CONFIG, Fraction, HeadConfig, InputNorm
 
 
-@dataclass(config=STRICT_KEYS)
+@dataclass(config=HEAD_CONFIG)
 class VQ2DConfig(HeadConfig):
     hidden: PositiveInt = 64
     query_size: PositiveInt = 3  # the crop is RoI-aligned to query_size x query_size tokens

@@ -12,7 +12,7 @@ from typing_extensions import Unpack
 
 from egovlp.errors import InputError
 from egovlp.validate import non_negative_int
-from heads.common import Training, TrainOptions, train_head
+from heads.common import RunContext, Training, TrainOptions, train_head
 from heads.vq2d.anchors import anchor_labels, detection_loss, make_anchors
 from heads.vq2d.dataset import VQSample, load_vq_samples, training_window
 from heads.vq2d.model import VisualQueryLocalizer, VQ2DConfig
@@ -60,8 +60,7 @@ def _training(
     annotations: str | os.PathLike,
     features: str | os.PathLike,
     cfg: VQ2DConfig,
-    generator: torch.Generator,
-    dev: torch.device,
+    run: RunContext,
 ) -> Training:
     _, samples = load_vq_samples(annotations, features, cfg.query_size, with_targets=True)
     samples = [s for s in samples if s.targets]
@@ -72,14 +71,14 @@ def _training(
     model = VisualQueryLocalizer(cfg, D)
     clips = {s.clip.clip_uid: s.clip.features for s in samples}
     model.input_norm.fit(torch.cat([f.reshape(-1, D)[:: max(1, f.shape[0] // 64)] for f in clips.values()]))
-    model = model.to(dev)
+    model = model.to(run.device)
 
     def loss_of(idx: list[int]) -> torch.Tensor:
         chunk = [samples[i] for i in idx]
-        windows = [training_window(s, cfg.clip_len, cfg.positive_window_prob, generator) for s in chunk]
-        batch = {k: v.to(dev) for k, v in make_batch(chunk, windows, anchors, cfg).items()}
+        windows = [training_window(s, cfg.clip_len, cfg.positive_window_prob, run.generator) for s in chunk]
+        batch = {k: v.to(run.device) for k, v in make_batch(chunk, windows, anchors, cfg).items()}
         outputs = model(batch["frames"], batch["query"], batch["mask"])
-        return batch_loss(outputs, batch, anchors.to(dev), cfg)["loss"]
+        return batch_loss(outputs, batch, anchors.to(run.device), cfg)["loss"]
 
     return Training(model, len(samples), loss_of, {"query_sets": len(samples)}, {"feature_dim": D})
 
