@@ -1,18 +1,23 @@
 """Video decoding: frame indices or timestamps of one file -> uint8 RGB arrays.
 
-Two backends read the same files: decord (fast random access, used when it imports and passes a
-one-time check on a real file) and PyAV (always there, the fallback). `EGOVLP_VIDEO_BACKEND=decord|pyav`
-forces one. Callers ask for a set of frames; the backend reads the sorted unique set in one pass
-(a seek only across long gaps) and hands the frames back in the order asked.
+Three backends read the same files: PyAV (FFmpeg bundled in its wheel, always installed), decord
+and torchcodec (PyTorch's decoder; needs the system's FFmpeg shared libraries). The default is the
+measured best of those installed (`DEFAULT_ORDER`; benchmarks/bench_decode.py, numbers in
+benchmarks/RESULTS.md); `EGOVLP_VIDEO_BACKEND=pyav|decord|torchcodec` forces one. A backend that
+fails on a file falls back to PyAV unless it was forced. `check_backend(name)` is an explicit install
+check (it decodes a small file it writes); nothing is decoded at import or on first use.
 
-Every failure (missing file, empty file, not a video, no video stream, truncated or corrupt data)
-raises `VideoReadError` with a one-line message naming the path, so callers catch just that.
-Ego4D-style 600 s chunking (`{root}/{video_uid}/{k}.mp4`) is resolved by `read_ego4d_frames`.
+Callers ask for a set of frames; the backend reads the sorted unique set (PyAV in one pass, seeking
+only across long gaps) and hands the frames back in the order asked. Every failure (missing file,
+empty file, not a video, no video stream, truncated or corrupt data) raises `VideoReadError` with a
+one-line message naming the path. Ego4D-style 600 s chunking (`{root}/{video_uid}/{k}.mp4`) is
+resolved by `read_ego4d_frames`.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import math
 import os
@@ -30,6 +35,9 @@ from egovlp.errors import VideoReadError
 logger = logging.getLogger(__name__)
 
 BACKEND_ENV = "EGOVLP_VIDEO_BACKEND"
+BACKENDS = ("pyav", "decord", "torchcodec")
+# preferred first, by measurement (benchmarks/bench_decode.py); PyAV is always there
+DEFAULT_ORDER = ("pyav",)
 CHUNK_SECONDS = 600.0
 # Sequential decoding through a gap is cheaper than a seek (which restarts at the previous keyframe)
 # unless the gap is long; x264's default keyframe interval is 250 frames.
@@ -53,63 +61,69 @@ class VideoInfo:
 # backend selection
 
 
-def _decord_module():
-    try:
-        import decord
-    except Exception:  # noqa: BLE001 - a broken binary wheel raises all sorts of things
-        return None
-    # decord lets FFmpeg print to stderr on every failed open; our errors carry the message.
-    decord.logging.set_level(decord.logging.QUIET)
-    return decord
-
-
 @functools.cache
-def _decord_works() -> bool:
-    """Install check: decode a tiny real mp4 with decord and compare it with PyAV."""
-    decord = _decord_module()
-    if decord is None:
+def _importable(name: str) -> bool:
+    """Whether a backend's module loads (torchcodec also needs FFmpeg's shared libraries)."""
+    if name == "pyav":
+        return True
+    if importlib.util.find_spec(name) is None:
         return False
     try:
-        import av
+        if name == "decord":
+            import decord
 
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "check.mp4")
-            with av.open(path, "w") as container:
-                stream = container.add_stream("mpeg4", rate=10)
-                stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-                for i in range(6):
-                    img = np.full((32, 32, 3), 40 * i, np.uint8)
-                    for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                        container.mux(packet)
-                for packet in stream.encode():
-                    container.mux(packet)
-            reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-            got = reader.get_batch([0, 5]).asnumpy()
-            del reader
-        ok = len(got) == 2 and abs(int(got[0].mean()) - 0) < 12 and abs(int(got[1].mean()) - 200) < 12
-    except Exception as err:  # noqa: BLE001
-        logger.warning("decord failed its install check (%s); using PyAV", err)
+            decord.logging.set_level(decord.logging.QUIET)  # our errors carry FFmpeg's message
+        else:
+            from torchcodec.decoders import VideoDecoder  # noqa: F401 - loads libtorchcodec + FFmpeg
+    except Exception as err:  # noqa: BLE001 - a broken binary wheel raises all sorts of things
+        logger.debug("%s does not load: %s", name, err)
         return False
-    if not ok:
-        logger.warning("decord decoded the check video wrongly; using PyAV")
-    return ok
+    return True
 
 
 def available_backends() -> list[str]:
-    """Backends that work here, preferred first."""
-    return (["decord"] if _decord_works() else []) + ["pyav"]
+    """Backends whose modules load here: the default order first, then the others."""
+    order = [*DEFAULT_ORDER, "pyav", *BACKENDS]
+    return [b for b in dict.fromkeys(order) if _importable(b)]
+
+
+def check_backend(name: str) -> str | None:
+    """Explicit install check: decode a small mp4 written here with `name`; None when it works,
+    else what went wrong. (Not run implicitly; `bench_decode.py` and the tests call it.)"""
+    import av
+
+    if name not in BACKENDS or not _importable(name):
+        return f"{name}: not installed or does not load"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "check.mp4")
+        with av.open(path, "w") as container:
+            stream = container.add_stream("mpeg4", rate=10)
+            stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+            for i in range(6):
+                img = np.full((32, 32, 3), 40 * i, np.uint8)
+                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        try:
+            _, _, got = _DECODERS[name](path, lambda info: [0, 5])
+        except Exception as err:  # noqa: BLE001
+            return f"{name}: {_one_line(err)}"
+    means = [int(got[i].mean()) for i in (0, 5)]
+    return None if abs(means[0]) < 12 and abs(means[1] - 200) < 12 else f"{name}: wrong pixels {means}"
 
 
 def _backend_order() -> tuple[list[str], bool]:
     """(backends to try in order, forced?) from the environment."""
     forced = os.environ.get(BACKEND_ENV, "").strip().lower()
     if forced:
-        if forced not in ("decord", "pyav"):
-            raise VideoReadError(f"{BACKEND_ENV}={forced!r}: choose decord or pyav")
-        if forced == "decord" and not _decord_works():
-            raise VideoReadError(f"{BACKEND_ENV}=decord but decord is not usable here")
+        if forced not in BACKENDS:
+            raise VideoReadError(f"{BACKEND_ENV}={forced!r}: choose {', '.join(BACKENDS)}")
+        if not _importable(forced):
+            raise VideoReadError(f"{BACKEND_ENV}={forced} but {forced} is not installed or does not load")
         return [forced], True
-    return available_backends(), False
+    usable = available_backends()
+    return [b for b in usable if b in DEFAULT_ORDER or b == "pyav"], False
 
 
 def _check_file(path: str) -> None:
@@ -250,7 +264,8 @@ def _pyav_frames(container, stream, wanted: list[int], fps: float) -> dict[int, 
 def _decord_decode(path: str, pick: Pick | None) -> Decoded:
     # decord 0.6 fails on some files PyAV reads (e.g. frames 48 px wide: "DECORDArrayCopyFromTo: The
     # size must exactly match"); _decode then falls back to PyAV unless decord is forced
-    decord = _decord_module()
+    import decord
+
     reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
     num_frames = len(reader)
     fps = float(reader.get_avg_fps())
@@ -268,6 +283,38 @@ def _decord_decode(path: str, pick: Pick | None) -> Decoded:
 
 
 # --------------------------------------------------------------------------------------------
+# torchcodec
+
+
+def _torchcodec_decode(path: str, pick: Pick | None) -> Decoded:
+    from torchcodec.decoders import VideoDecoder
+
+    try:
+        # exact: frame indices come from a scan of the packets, not from the header's estimate
+        decoder = VideoDecoder(path, seek_mode="exact", num_ffmpeg_threads=1, dimension_order="NHWC")
+    except Exception as err:  # noqa: BLE001 - ValueError / RuntimeError from FFmpeg
+        raise VideoReadError(f"{path}: cannot open video ({_one_line(err)})") from err
+    meta = decoder.metadata
+    fps, num_frames = float(meta.average_fps or 0.0), int(meta.num_frames or 0)
+    if num_frames <= 0 or fps <= 0:
+        raise VideoReadError(f"{path}: video stream has no frames or no frame rate")
+    info = VideoInfo(path, fps, num_frames, num_frames / fps, int(meta.width), int(meta.height))
+    if pick is None:
+        return info, [], {}
+    indices = pick(info)
+    wanted = sorted(set(indices))
+    batch = decoder.get_frames_at(wanted).data.numpy()  # [K, H, W, 3] uint8
+    return info, indices, {idx: batch[k] for k, idx in enumerate(wanted)}
+
+
+_DECODERS: dict[str, Callable[[str, Pick | None], Decoded]] = {
+    "pyav": lambda path, pick: _pyav_decode(path, pick),
+    "decord": lambda path, pick: _decord_decode(path, pick),
+    "torchcodec": lambda path, pick: _torchcodec_decode(path, pick),
+}
+
+
+# --------------------------------------------------------------------------------------------
 # public API
 
 
@@ -278,7 +325,7 @@ def _decode(path: str, pick: Pick | None) -> Decoded:
     last_error: Exception | None = None
     for name in backends:
         try:
-            return (_decord_decode if name == "decord" else _pyav_decode)(path, pick)
+            return _DECODERS[name](path, pick)
         except VideoReadError as err:
             last_error = err
         except Exception as err:  # noqa: BLE001 - decord raises DECORDError / RuntimeError

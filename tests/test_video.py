@@ -60,10 +60,22 @@ def backend(request, monkeypatch) -> str:
     return request.param
 
 
-def test_pyav_always_available_and_decord_checked():
+def test_pyav_always_available_and_every_backend_checked():
     backends = V.available_backends()
-    assert backends[-1] == "pyav"
-    assert set(backends) <= {"decord", "pyav"}
+    assert "pyav" in backends and set(backends) <= set(V.BACKENDS)
+    assert backends[: len(V.DEFAULT_ORDER)] == [b for b in V.DEFAULT_ORDER if b in backends]
+    for name in backends:
+        assert V.check_backend(name) is None, name
+    assert "not installed" in V.check_backend("opencv")
+
+
+def test_no_decoding_at_import():
+    import subprocess
+    import sys
+
+    code = "import egovlp.video, sys; print(sorted(m for m in ('av', 'decord', 'torchcodec') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"  # no backend is even imported until a file is read
 
 
 def test_video_info(clip_path, backend):
@@ -143,6 +155,7 @@ def test_truncated_tail_with_index_first(tmp_path, backend):
 
 def test_decord_failure_falls_back_to_pyav(clip_path, monkeypatch):
     monkeypatch.delenv(V.BACKEND_ENV, raising=False)
+    monkeypatch.setattr(V, "DEFAULT_ORDER", ("decord", "pyav"))
     monkeypatch.setattr(V, "available_backends", lambda: ["decord", "pyav"])
 
     def broken(path, pick):
@@ -151,14 +164,14 @@ def test_decord_failure_falls_back_to_pyav(clip_path, monkeypatch):
     monkeypatch.setattr(V, "_decord_decode", broken)
     assert frame_ids(V.read_frames(clip_path, [7, 8])) == [7, 8]
     monkeypatch.setenv(V.BACKEND_ENV, "decord")  # forced: no fallback
-    monkeypatch.setattr(V, "_decord_works", lambda: True)
+    monkeypatch.setattr(V, "_importable", lambda name: True)
     with pytest.raises(VideoReadError, match="decord cannot open this"):
         V.read_frames(clip_path, [7])
 
 
 def test_unknown_backend_env(clip_path, monkeypatch):
     monkeypatch.setenv(V.BACKEND_ENV, "opencv")
-    with pytest.raises(VideoReadError, match="decord or pyav"):
+    with pytest.raises(VideoReadError, match="choose pyav, decord, torchcodec"):
         V.read_frames(clip_path, [0])
 
 
