@@ -232,9 +232,10 @@ def train_head(
     data is read), seed, device, `prepare` (the head's data and model), `fit`, then
     `{out_dir}/checkpoint.pt` and `config.json`. Returns {"task", **counts, "losses", "seconds"}."""
     cfg = load_config_file(config_cls, config, overrides or {})
+    dev = resolve_device(device)
     out = output_dir(out_dir, "--out")
     generator = seed_everything(cfg.seed)
-    job = prepare(cfg, RunContext(generator, resolve_device(device)))
+    job = prepare(cfg, RunContext(generator, dev))
     start = time.perf_counter()
     losses = fit(job.model, cfg, job.n, job.loss_of, generator, f"train {task}", show_progress)
     save_checkpoint(out / "checkpoint.pt", task, job.model, cfg, **job.meta, losses=losses)
