@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from egovlp.config import STRICT_KEYS, config_from_dict, load_config_file
 from egovlp.errors import InputError
-from egovlp.io import torch_save_atomic, write_json_atomic
+from egovlp.io import remove_stale_temps, torch_save_atomic, write_json_atomic
 from egovlp.validate import output_dir, output_file, resolve_device, write_error
 
 logger = logging.getLogger(__name__)
@@ -234,6 +234,7 @@ def train_head(
     cfg = load_config_file(config_cls, config, overrides or {})
     dev = resolve_device(device)
     out = output_dir(out_dir, "--out")
+    remove_stale_temps(out)  # a killed run's half-written checkpoint
     generator = seed_everything(cfg.seed)
     job = prepare(cfg, RunContext(generator, dev))
     start = time.perf_counter()

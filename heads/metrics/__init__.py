@@ -1,12 +1,22 @@
-"""The official Ego4D metrics (NLQ, MQ, VQ2D) and the EgoMask grounding metrics, as pure functions.
+"""The official Ego4D metrics (NLQ, MQ, VQ2D, FHO OSCC / PNR) and the EgoMask grounding metrics, as pure
+functions.
 
 Each function takes parsed JSON (or, for grounding, per-frame masks) and returns the dict that
 `egovlp eval TASK` prints (DESIGN.md C.5). Malformed input raises `egovlp.errors.InputError`.
 """
 
+from heads.metrics.fho import oscc_metrics, pnr_metrics
 from heads.metrics.grounding import grounding_file_metrics, grounding_metrics
 from heads.metrics.mq import mq_metrics
 from heads.metrics.nlq import nlq_metrics
 from heads.metrics.vq2d import vq2d_metrics
 
-__all__ = ["grounding_file_metrics", "grounding_metrics", "mq_metrics", "nlq_metrics", "vq2d_metrics"]
+__all__ = [
+    "grounding_file_metrics",
+    "grounding_metrics",
+    "mq_metrics",
+    "nlq_metrics",
+    "oscc_metrics",
+    "pnr_metrics",
+    "vq2d_metrics",
+]

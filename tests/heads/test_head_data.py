@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-RPS = 1.875
+from egovlp.features import ROWS_PER_SECOND
+
+RPS = ROWS_PER_SECOND
 
 
 @pytest.fixture

@@ -94,9 +94,18 @@ def test_seeded_training_is_deterministic(tmp_path):
 
 def test_cli_train_predict_and_errors(tmp_path, capsys):
     w = make_nlq_world(tmp_path, clips=2, rows=24)
+    from egovlp import io
+
+    stale = tmp_path / "run" / f".checkpoint.pt.{io._HOST}.4194000.x1.tmp"  # a killed run's temp (dead pid)
+    stale.parent.mkdir()
+    stale.write_bytes(b"half")
     rc = heads_main(["train", "nlq", "--ann", str(w["ann"]), "--features", str(w["features"]), "--text-features",
                      str(w["text"]), "--out", str(tmp_path / "run"), "--epochs", "1", "--quiet"])  # fmt: skip
     assert rc == 0 and json.loads(capsys.readouterr().out)["task"] == "nlq"
+    assert not stale.exists() and sorted(p.name for p in stale.parent.iterdir()) == [
+        "checkpoint.pt",
+        "config.json",
+    ]
     rc = heads_main(["predict", "nlq", "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"), "--ann",
                      str(w["ann"]), "--features", str(w["features"]), "--text-features", str(w["text"]),
                      "--out", str(tmp_path / "p.json"), "--quiet"])  # fmt: skip

@@ -61,9 +61,18 @@ def _files(tmp_path: Path) -> dict[str, tuple[Path, Path]]:
                 "clips": [
                     {
                         "clip_uid": "c",
-                        "annotations": [{"query_sets": {"1": {"is_valid": True, "query_frame": 9,
-                                                              "visual_crop": {**track[0], "frame_number": 8},
-                                                              "response_track": track}}}],  # fmt: skip
+                        "annotations": [
+                            {
+                                "query_sets": {
+                                    "1": {
+                                        "is_valid": True,
+                                        "query_frame": 9,
+                                        "visual_crop": {**track[0], "frame_number": 8},
+                                        "response_track": track,
+                                    }
+                                }
+                            }
+                        ],  # fmt: skip
                     }
                 ],
             }
