@@ -81,6 +81,11 @@ def pnr_label(clip: FHOClip, num_frames: int = PNR_FRAMES) -> int | None:
     return min(range(num_frames), key=distances.__getitem__)
 
 
+_SECONDS = ("parent_start_sec", "parent_end_sec", "clip_start_sec", "clip_end_sec")
+_FRAMES = ("parent_start_frame", "parent_end_frame", "clip_start_frame", "clip_end_frame")
+_PNR_FRAMES = ("parent_pnr_frame", "clip_pnr_frame")
+
+
 def _clip_id(doc: _Doc, raw: dict, where: str) -> int | str:
     value = raw.get("clip_id")
     if isinstance(value, str) and value:
@@ -96,21 +101,12 @@ def _clip(doc: _Doc, raw: Any, where: str) -> FHOClip:
     if not isinstance(state, bool):
         raise doc.fail(f"{where}.state_change", f"expected true/false, got {state!r}")
     clip = FHOClip(
-        unique_id=doc.get_str(raw, "unique_id", where),
-        video_uid=doc.get_str(raw, "video_uid", where),
-        clip_uid=doc.get_str(raw, "clip_uid", where),
+        **{name: doc.get_str(raw, name, where) for name in ("unique_id", "video_uid", "clip_uid")},
         clip_id=_clip_id(doc, raw, where),
-        parent_start_sec=doc.get_num(raw, "parent_start_sec", where),
-        parent_end_sec=doc.get_num(raw, "parent_end_sec", where),
-        parent_start_frame=doc.get_int(raw, "parent_start_frame", where),
-        parent_end_frame=doc.get_int(raw, "parent_end_frame", where),
-        clip_start_sec=doc.get_num(raw, "clip_start_sec", where),
-        clip_end_sec=doc.get_num(raw, "clip_end_sec", where),
-        clip_start_frame=doc.get_int(raw, "clip_start_frame", where),
-        clip_end_frame=doc.get_int(raw, "clip_end_frame", where),
+        **{name: doc.get_num(raw, name, where) for name in _SECONDS},
+        **{name: doc.get_int(raw, name, where) for name in _FRAMES},
         # required with a state change; a clip without one may carry null (the usual case)
-        parent_pnr_frame=doc.get_int(raw, "parent_pnr_frame", where, required=state),
-        clip_pnr_frame=doc.get_int(raw, "clip_pnr_frame", where, required=state),
+        **{name: doc.get_int(raw, name, where, required=state) for name in _PNR_FRAMES},
         state_change=state,
     )
     if clip.parent_end_sec <= clip.parent_start_sec:
