@@ -6,7 +6,7 @@ episodes. In an episode one object is held in view for the whole window while th
 (sway, lift, slide or turn) and, once, squeezes it briefly (a jolt). In half the episodes the object
 changes state at that jolt, the point of no return (PNR): its lid comes off, it breaks in two, it
 fills, or it changes colour, and it stays that way to the end of the window. In the other half the
-same objects and hand motions appear, jolt included, and nothing changes; a third of those show
+same objects and hand motions appear, jolt included, and nothing changes; a quarter of those show
 the object in its changed look from the start, so "changed at the end" alone does not tell the
 classes apart.
 
@@ -47,7 +47,7 @@ ENTER_SECONDS = 0.5  # the object comes into view before its window and leaves a
 GAP_SECONDS = 0.3
 PNR_RANGE = (0.5, 7.5)  # where in the window the jolt (and the PNR) falls, seconds
 CHANGE_SECONDS = 0.1  # the change completes at the PNR frame, starting this long before it
-PRE_CHANGED = 1 / 3  # share of no-change episodes that show the changed look throughout
+PRE_CHANGED = 0.25  # share of no-change episodes that show the changed look throughout
 CHANGES = ("open", "break", "fill", "recolour")
 MOTIONS = ("sway", "lift", "slide", "turn")
 VIDEO_FOLDER = "fho_videos"
@@ -128,7 +128,7 @@ def _make_episodes(rng: np.random.Generator) -> list[Episode]:
                 motion=MOTIONS[int(rng.integers(len(MOTIONS)))],
                 x0=round(float(rng.uniform(-0.06, 0.06)), 4),
                 y0=round(float(rng.uniform(-0.03, 0.04)), 4),
-                scale=round(float(rng.uniform(0.95, 1.15)), 4),
+                scale=round(float(rng.uniform(1.3, 1.5)), 4),  # larger than the narrated world's
                 direction=int(rng.choice([-1, 1])),
                 hand=int(rng.choice([-1, 1])),
             )
@@ -235,15 +235,15 @@ def episode_look(
         angle=angle,
         sx=sx,
         sy=sy,
-        lid=0.7 * c if ep.change == "open" else 0.0,
-        split=0.45 * c if ep.change == "break" else 0.0,
+        lid=1.0 * c if ep.change == "open" else 0.0,
+        split=0.6 * c if ep.change == "break" else 0.0,
         cut=ep.change == "break" and c > 0,
     )
     rgb = NOUNS[ep.noun].rgb
     if ep.change == "recolour":
         new = COLOURS[ep.new_colour]
         rgb = tuple(int(round(a + (b - a) * c)) for a, b in zip(rgb, new, strict=True))
-    fill = 0.7 * c if ep.change == "fill" else 0.0
+    fill = 0.8 * c if ep.change == "fill" else 0.0
     return Look(pose, rgb, fill, COLOURS[ep.new_colour])
 
 

@@ -1,0 +1,219 @@
+"""OSCC and PNR on the synthetic world (the EgoVLP report's Table 2, in miniature).
+
+    python benchmarks/bench_finetune.py [--pretrained DIR] [--out bench-output/finetune]
+
+Three starting points, each scored on the val clips with the C.7 metrics (`egovlp eval oscc|pnr`):
+- the video tower fine-tuned from the video-text pretrained tiny model: `--pretrained DIR`, else
+  `demo-output/pretrain/final` when `make demo` has run, else a short EgoNCE pretraining made here
+  (`--pretrain-steps` on the bench world's EgoClip shards);
+- the same architecture fine-tuned from random initialisation;
+- "always the same answer": the majority class of the train clips (OSCC) and the one frame index
+  with the smallest mean error over the train clips (PNR).
+Fine-tuning runs at `--img-size` (64 px; a pretrained model of another size has its position
+embedding resampled) with every clip decoded once (`--cache`). Prints a table, writes
+`{out}/results.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from egovlp.config import config_from_dict  # noqa: E402
+from egovlp.formats.fho import pnr_index_to_frame, read_fho  # noqa: E402
+from finetune.config import FinetuneConfig  # noqa: E402
+from finetune.predict import predict  # noqa: E402
+from finetune.train import train  # noqa: E402
+from heads.metrics.fho import oscc_metrics, pnr_metrics  # noqa: E402
+
+# the tiny model at 64 px: 4x4 patches of 16 px, the towers of configs/model/tiny.yaml
+BENCH_MODEL = {
+    "video": {"img_size": 64, "patch_size": 16, "embed_dim": 128, "depth": 4, "num_heads": 4,
+              "mlp_ratio": 4.0, "num_frames": 4},
+    "text": {"dim": 128, "n_layers": 2, "n_heads": 4, "hidden_dim": 512, "vocab_size": 30522,
+             "max_position_embeddings": 64},
+    "projection_dim": 256,
+}  # fmt: skip
+
+
+def log(msg: str) -> None:
+    print(f"[bench_finetune] {msg}", file=sys.stderr, flush=True)
+
+
+def make_world(args: argparse.Namespace, data: Path, pretrain: bool) -> None:
+    from egovlp.synth import synthesize
+
+    if (data / "world.json").is_file():
+        return
+    videos = args.videos if pretrain else 2  # the narrated world only feeds the pretraining
+    synthesize(data, videos=videos, duration=30.0, short_side=args.short_side, fho_videos=args.fho_videos,
+               workers=2, seed=args.seed)  # fmt: skip
+
+
+def pretrain_here(args: argparse.Namespace, data: Path, out: Path) -> Path:
+    from pretrain.config import load_pretrain_config
+    from pretrain.shards import run_shards
+    from pretrain.train import train as pretrain
+
+    final = out / "pretrain" / "final"
+    if (final / "model.safetensors").is_file():
+        return final
+    if not (data / "shards" / "sizes.json").is_file():
+        run_shards(data / "egoclip.csv", data / "videos", data / "shards", frames=4, size=args.img_size,
+                   shard_size=64, workers=2, progress=False)  # fmt: skip
+    model_yaml = out / "tiny-64.yaml"
+    model_yaml.write_text(yaml.safe_dump(BENCH_MODEL))
+    overrides = [f"model={model_yaml}", f"output_dir={out / 'pretrain'}", f"data.shards={data / 'shards'}",
+                 f"data.taxonomy={data}", "data.batch_size=16", "data.num_workers=1", "data.shuffle_buffer=200",
+                 f"train.steps={args.pretrain_steps}", "train.lr=7e-4", "train.warmup_steps=20",
+                 "train.checkpoint_every=0", "train.log_every=10"]  # fmt: skip
+    pretrain(load_pretrain_config(None, overrides))
+    return final
+
+
+def constant_predictions(train_clips, val_clips) -> tuple[list[dict], list[dict], dict]:
+    """Majority class (OSCC) and the best single PNR index on the train clips, applied to val."""
+    majority = Counter(c.state_change for c in train_clips).most_common(1)[0][0]
+    positives = [c for c in train_clips if c.state_change]
+
+    def error(i: int) -> float:
+        return sum(
+            abs(pnr_index_to_frame(c.parent_start_frame, c.parent_end_frame, i) - c.parent_pnr_frame) / c.fps
+            for c in positives
+        )
+
+    best = min(range(16), key=error)
+    oscc = [{"unique_id": c.unique_id, "state_change": majority} for c in val_clips]
+    pnr = [
+        {
+            "unique_id": c.unique_id,
+            "pnr_frame": pnr_index_to_frame(c.parent_start_frame, c.parent_end_frame, best),
+        }
+        for c in val_clips
+    ]
+    return oscc, pnr, {"majority": majority, "pnr_index": best}
+
+
+def finetune_and_score(args, name: str, init: str, model_yaml: str, data: Path, out: Path, gt) -> dict:
+    row: dict = {}
+    for task in ("oscc", "pnr"):
+        run_dir = out / "runs" / f"{name}-{task}"
+        cfg = config_from_dict(
+            FinetuneConfig,
+            {
+                "task": task,
+                "ann": str(data / "fho_oscc-pnr_train.json"),
+                "videos": str(data / "fho_videos"),
+                "output_dir": str(run_dir),
+                "init": init,
+                "model": model_yaml,
+                "img_size": args.img_size,
+                "epochs": args.epochs,
+                "lr": args.lr,
+                "batch_size": args.batch_size,
+                "warmup_steps": args.warmup_steps,
+                "num_workers": 0,
+                "cache": True,
+                "seed": args.seed,
+                "checkpoint_every": 10_000,
+            },  # fmt: skip
+            "bench",
+        )
+        t0 = time.perf_counter()
+        train(cfg, progress=False)
+        preds = predict(run_dir, data / "fho_oscc-pnr_val.json", data / "fho_videos", run_dir / "pred.json",
+                        task=task, num_workers=0)  # fmt: skip
+        score = oscc_metrics(gt, preds) if task == "oscc" else pnr_metrics(gt, preds)
+        row[task] = score
+        row[f"{task}_seconds"] = round(time.perf_counter() - t0, 1)
+        log(f"{name} {task}: {score} ({row[f'{task}_seconds']} s)")
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="bench-output/finetune")
+    p.add_argument(
+        "--pretrained", default=None, help="a pretrained EgoVLP folder or .pth (default: see above)"
+    )
+    p.add_argument("--videos", type=int, default=16, help="narrated videos for the pretraining here")
+    p.add_argument("--fho-videos", type=int, default=32, help="state-change videos, 4 clips each")
+    p.add_argument("--short-side", type=int, default=128)
+    p.add_argument("--img-size", type=int, default=64)
+    p.add_argument("--pretrain-steps", type=int, default=150)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--warmup-steps", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    t_start = time.perf_counter()
+    out = (ROOT / args.out).resolve()
+    data = out / "data"
+    demo = ROOT / "demo-output" / "pretrain" / "final"
+    pretrained = (
+        Path(args.pretrained) if args.pretrained else demo if (demo / "model.safetensors").is_file() else None
+    )
+    make_world(args, data, pretrain=pretrained is None)
+    timing = {"synth": round(time.perf_counter() - t_start, 1)}
+    source = (
+        "given"
+        if args.pretrained
+        else "demo"
+        if pretrained
+        else f"pretrained here ({args.pretrain_steps} steps)"
+    )
+    if pretrained is None:
+        t0 = time.perf_counter()
+        pretrained = pretrain_here(args, data, out)
+        timing["pretrain"] = round(time.perf_counter() - t0, 1)
+    log(f"pretrained model: {pretrained} ({source})")
+    # random init gets the pretrained model's own architecture
+    arch = pretrained / "config.json" if pretrained.is_dir() else None
+    model_yaml = str(arch) if arch and arch.is_file() else str(out / "tiny-64.yaml")
+
+    gt = json.loads((data / "fho_oscc-pnr_val.json").read_text())
+    train_clips, val_clips = (
+        read_fho(data / "fho_oscc-pnr_train.json"),
+        read_fho(data / "fho_oscc-pnr_val.json"),
+    )
+    oscc_c, pnr_c, const = constant_predictions(train_clips, val_clips)
+    rows = {
+        "pretrained": finetune_and_score(args, "pretrained", str(pretrained), "", data, out, gt),
+        "random": finetune_and_score(args, "random", "random", model_yaml, data, out, gt),
+        "constant": {"oscc": oscc_metrics(gt, oscc_c), "pnr": pnr_metrics(gt, pnr_c), **const},
+    }
+    timing["total"] = round(time.perf_counter() - t_start, 1)
+    result = {
+        "pretrained_model": str(pretrained),
+        "pretrained_source": source,
+        "train_clips": len(train_clips),
+        "val_clips": len(val_clips),
+        "val_state_changes": sum(c.state_change for c in val_clips),
+        "options": vars(args),
+        "rows": rows,
+        "seconds": timing,
+    }
+    (out / "results.json").write_text(json.dumps(result, indent=2))
+    print("| start point | OSCC accuracy (%) | PNR error (s) |")
+    print("| --- | --- | --- |")
+    labels = {"pretrained": "fine-tuned from the pretrained tiny model", "random": "fine-tuned from random init",
+              "constant": "always the same answer"}  # fmt: skip
+    for key, row in rows.items():
+        print(f"| {labels[key]} | {row['oscc']['accuracy']:.1f} | {row['pnr']['error_sec']:.3f} |")
+    print(f"\n{len(val_clips)} val clips ({result['val_state_changes']} with a state change); {timing}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
