@@ -1,12 +1,16 @@
-"""The compute behind the routes: `embed_text`, `embed_video`, `search` over a model and an index.
+"""The compute behind the routes: `embed_tokens`, `embed_video`, `search` over a model and an index.
 
 All three are blocking and run on the service's worker thread (never on the event loop). Inputs
 larger than `max_batch` are cut into chunks so a single huge request cannot blow up device memory.
-Embeddings come back raw (`[N, D]` float32, as `model.encode_*`); callers L2-normalize for search.
+Embeddings come back raw (`[N, D]` float32); callers L2-normalize for search.
+
+Precision: fp32 on the CPU. On CUDA the encoders autocast to `precision`; by default that is the
+precision the index's features were extracted in (index.json), else fp16. `/info` reports it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -15,17 +19,25 @@ import numpy as np
 import torch
 
 from egovlp.errors import InputError
+from egovlp.features import model_identity
 from serve.errors import NoIndex
-from serve.index import SearchIndex, l2_normalize, load_index
+from serve.index_store import SearchIndex, l2_normalize, load_index
 
 logger = logging.getLogger(__name__)
+DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class ModelBackend:
     """An EgoVLP model (+ optional SearchIndex) behind the three service operations."""
 
     def __init__(
-        self, model, index: SearchIndex | None = None, max_batch: int = 32, model_name: str = ""
+        self,
+        model,
+        index: SearchIndex | None = None,
+        max_batch: int = 32,
+        model_name: str = "",
+        precision: str = "fp32",
+        allow_foreign_index: bool = False,
     ) -> None:
         self.model = model
         self.index = index
@@ -36,25 +48,63 @@ class ModelBackend:
         self.img_size = int(cfg.video.img_size)
         self.num_frames = int(min(4, cfg.video.num_frames))
         self.config_hash = cfg.config_hash()
+        self.precision = precision if model.device.type == "cuda" else "fp32"
+        model.autocast_dtype = DTYPES[self.precision]
+        tokenizer = model.tokenizer
+        self.vocab_size = int(tokenizer.vocab_size)
+        self.max_tokens = int(tokenizer.max_length)
+        self.pad_id = int(tokenizer.pad_id)
+        self.weights_hash = model_identity(model, self.name).weights_hash
         if index is not None:
-            if index.dim != self.dim:
-                raise InputError(f"index dim {index.dim} does not match the model's {self.dim}")
-            want = index.info.get("config_hash")
-            if want and want != self.config_hash:
-                # features from another architecture would give meaningless scores
-                raise InputError(f"index config_hash {want} does not match the model's {self.config_hash}")
+            self._check_index(index, allow_foreign_index)
 
-    def token_counts(self, texts: list[str]) -> list[int]:
-        """Tokens per text for `usage` (with [CLS]/[SEP], after truncation)."""
-        return [int(n) for n in self.model.tokenizer(texts)["attention_mask"].sum(1).tolist()]
+    def _check_index(self, index: SearchIndex, allow_foreign: bool) -> None:
+        if index.dim != self.dim:
+            raise InputError(f"--index: dim {index.dim} does not match the model's {self.dim}")
+        want = index.info.get("config_hash")
+        if want and want != self.config_hash:
+            # features from another architecture would give meaningless scores
+            raise InputError(f"--index: config_hash {want} does not match the model's {self.config_hash}")
+        built = index.info.get("weights_hash")
+        if built and built != self.weights_hash:
+            if not allow_foreign:
+                raise InputError(
+                    f"--index: built from other weights (weights_hash {built}) than --model "
+                    f"({self.weights_hash}); pass --allow-foreign-index to serve it anyway"
+                )
+            logger.warning(
+                "serving an index built from other weights (%s, model %s)", built, self.weights_hash
+            )
+
+    def tokenize(self, text: str) -> list[int]:
+        """One text -> its token ids with [CLS]/[SEP], truncated to the model's length."""
+        return self.model.tokenizer.encode(text)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        dtype = DTYPES[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=dtype)
+
+    def embed_tokens(self, sequences: list[list[int]]) -> np.ndarray:
+        """Token-id lists -> float32 [N, D] (padded per chunk of max_batch, as the tokenizer pads)."""
+        out = []
+        for i in range(0, len(sequences), self.max_batch):
+            chunk = sequences[i : i + self.max_batch]
+            width = max(len(s) for s in chunk)
+            ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for j, seq in enumerate(chunk):
+                ids[j, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+                mask[j, : len(seq)] = 1
+            device = self.model.device
+            with torch.inference_mode(), self._autocast():
+                out.append(self.model.embed_text(ids.to(device), mask.to(device)).float())
+        return torch.cat(out).cpu().numpy() if out else np.zeros((0, self.dim), np.float32)
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
         """list[str] -> float32 [N, D]."""
-        out = [
-            self.model.encode_text(texts[i : i + self.max_batch])
-            for i in range(0, len(texts), self.max_batch)
-        ]
-        return torch.cat(out).cpu().numpy() if out else np.zeros((0, self.dim), np.float32)
+        return self.embed_tokens([self.tokenize(t) for t in texts])
 
     def embed_video(self, clips: list[torch.Tensor]) -> np.ndarray:
         """Normalized clips, each [F, 3, S, S] -> float32 [N, D]."""
@@ -71,30 +121,62 @@ class ModelBackend:
         return self.index.search(l2_normalize(vectors), k)
 
     def info(self) -> dict[str, Any]:
+        index = None
+        if self.index is not None:
+            index = dict(self.index.info) | {"rows": len(self.index)}
         return {
             "model": self.name,
             "dim": self.dim,
             "config_hash": self.config_hash,
+            "weights_hash": self.weights_hash,
             "img_size": self.img_size,
             "num_frames": self.num_frames,
             "device": str(self.model.device),
-            "index": None
-            if self.index is None
-            else {k: v for k, v in self.index.info.items() if k != "files"} | {"rows": len(self.index)},
+            "precision": {
+                "text": self.precision,
+                "video": self.precision,
+                "index_features": None if index is None else index.get("precision"),
+            },
+            "index": index,
         }
 
 
 def load_backend(
-    model_path: str, index_dir: str | None = None, device: str | None = None, max_batch: int = 32
+    model_path: str,
+    index_dir: str | None = None,
+    device: str | None = None,
+    max_batch: int = 32,
+    precision: str = "auto",
+    allow_foreign_index: bool = False,
 ) -> ModelBackend:
-    """Load model (and index) from local files; the slow part of startup, run off the event loop."""
+    """Load model (and index) from local files; every failure is an InputError naming the flag."""
     import egovlp
+    from egovlp.validate import resolve_device
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = resolve_device(device)
     start = time.perf_counter()
-    model = egovlp.load_model(model_path, device=device)
-    if device.startswith("cuda"):
-        model.autocast_dtype = torch.float16  # fp16 autocast on CUDA only; fp32 on the CPU
-    index = load_index(index_dir) if index_dir else None
-    logger.info("loaded %s (%s) in %.1f s", model_path, device, time.perf_counter() - start)
-    return ModelBackend(model, index, max_batch=max_batch)
+    try:
+        model = egovlp.load_model(model_path, device=str(dev))
+    except InputError as err:
+        raise InputError(f"--model {model_path}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - a random-bytes file fails deep inside torch/safetensors
+        raise InputError(
+            f"--model {model_path}: cannot load the model ({type(err).__name__}: {err})"[:300]
+        ) from None
+    index = None
+    if index_dir:
+        try:
+            index = load_index(index_dir)
+        except InputError:
+            raise
+        except Exception as err:  # noqa: BLE001 - FAISS / Arrow failures on a damaged folder
+            raise InputError(
+                f"--index {index_dir}: cannot load the index ({type(err).__name__}: {err})"[:300]
+            ) from None
+    if precision == "auto":
+        built = index.info.get("precision") if index is not None else None
+        precision = built if built in DTYPES else "fp16"
+    logger.info("loaded %s (%s) in %.1f s", model_path, dev, time.perf_counter() - start)
+    return ModelBackend(
+        model, index, max_batch=max_batch, precision=precision, allow_foreign_index=allow_foreign_index
+    )

@@ -1,119 +1,194 @@
-"""Video decoding for the service in a child process with a deadline.
+"""Bounded video decoding for the service: a pool of worker processes with a deadline, 429 when full.
 
 A hostile file (garbage bytes, a codec bomb, a container that makes FFmpeg spin) must not hang or
-crash the server: each request's decoding runs in a fresh child process that sends back uint8 frames
-through a pipe; past `timeout` seconds the child is killed and the request fails with DecodeTimeout.
-The child only decodes (PyAV / decord, short side 256 as the eval transform's first step); the
-normalizing transform runs in the parent.
+crash the server: decoding runs in `max_workers` long-lived worker processes started from a
+forkserver (a clean single-threaded process that preloaded `serve.decode_child`), never forked from
+the threaded service. At most `max_workers` decodes run at once and `max_waiting` more may wait,
+and the bytes of the videos in flight are bounded; beyond that `DecodePool.slot` answers 429 at once.
+Past `timeout` seconds a worker is killed (and replaced) and its request fails with DecodeTimeout;
+a worker that crashes is replaced too. The workers only decode; the normalizing transform runs here.
 """
 
 from __future__ import annotations
 
-import math
+import asyncio
+import contextlib
+import logging
 import multiprocessing as mp
 import os
-from dataclasses import dataclass
+import queue
+import threading
+from collections.abc import AsyncIterator
 
 import numpy as np
 import torch
 
 from egovlp.errors import InputError, VideoReadError
-from egovlp.transforms import EVAL_RESIZE, eval_transform
-from serve.errors import DecodeTimeout, TooLarge
+from egovlp.transforms import eval_transform
+from serve.decode_child import WindowSpec, check_spec, plan_windows, serve_forever
+from serve.errors import DecodeTimeout, QueueFull, TooLarge
 
-
-@dataclass(frozen=True)
-class WindowSpec:
-    """What part of a video to embed: [start, end] seconds (None = whole), cut into `window`-second pieces."""
-
-    start: float | None = None
-    end: float | None = None
-    window: float | None = None
-    num_frames: int = 4
-    max_seconds: float = 600.0
-    max_windows: int = 64
-
-
-def plan_windows(duration: float, spec: WindowSpec, name: str) -> list[tuple[float, float]]:
-    """Clip the request to the video and cut it into windows; errors name the input."""
-    start = 0.0 if spec.start is None else float(spec.start)
-    end = duration if spec.end is None else float(spec.end)
-    if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end <= start:
-        raise InputError(f"{name}: need 0 <= start < end, got start={start} end={end}")
-    if start >= duration:
-        raise InputError(f"{name}: start {start}s is past the video's end ({duration:.2f}s)")
-    end = min(end, duration)
-    if end - start > spec.max_seconds:
-        raise TooLarge(f"{name}: {end - start:.1f} s of video, the limit is {spec.max_seconds:g} s")
-    if not spec.window:
-        return [(start, end)]
-    if not math.isfinite(spec.window) or spec.window <= 0:
-        raise InputError(f"{name}: window must be a positive number of seconds, got {spec.window}")
-    count = math.ceil((end - start) / spec.window - 1e-9)
-    if count > spec.max_windows:
-        raise TooLarge(f"{name}: {count} windows of {spec.window:g} s, the limit is {spec.max_windows}")
-    return [(start + i * spec.window, min(start + (i + 1) * spec.window, end)) for i in range(count)]
-
-
-def _child(conn, path: str, name: str, spec: WindowSpec) -> None:
-    """Runs in the child: info -> windows -> frames [W * F, H, W, 3] uint8, sent through `conn`."""
-    try:
-        torch.set_num_threads(1)
-        from egovlp.video import clip_sample_times, read_frames_at, video_info
-
-        info = video_info(path)
-        windows = plan_windows(info.duration, spec, name)
-        times = [t for s, e in windows for t in clip_sample_times(s, e, spec.num_frames, "middle")]
-        frames = read_frames_at(path, times, short_side=EVAL_RESIZE)
-        conn.send(("ok", windows, frames))
-    except TooLarge as err:
-        conn.send(("too_large", str(err).replace(path, name), None))
-    except VideoReadError as err:
-        conn.send(("video", str(err).replace(path, name), None))
-    except InputError as err:
-        conn.send(("input", str(err).replace(path, name), None))
-    except Exception as err:  # noqa: BLE001 - anything else from FFmpeg is still "cannot decode"
-        conn.send(("video", f"{name}: cannot decode video ({type(err).__name__})", None))
-    finally:
-        conn.close()
+__all__ = ["DecodePool", "WindowSpec", "check_spec", "frames_to_clips", "plan_windows"]
+logger = logging.getLogger(__name__)
+# what the forkserver imports once, so that each worker starts by a cheap fork (missing ones are skipped)
+_PRELOAD = ["serve.decode_child", "egovlp.video", "av", "decord", "torchcodec.decoders"]
 
 
 def _context() -> mp.context.BaseContext:
-    # fork is cheap (no re-import of torch/transformers) and the child only decodes; spawn elsewhere
-    method = os.environ.get("EGOVLP_DECODE_START_METHOD") or ("fork" if os.name == "posix" else "spawn")
-    return mp.get_context(method)
+    method = os.environ.get("EGOVLP_DECODE_START_METHOD") or "forkserver"
+    if method not in mp.get_all_start_methods():
+        method = "spawn"
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(_PRELOAD)
+    return ctx
 
 
-def decode_video(
-    path: str, spec: WindowSpec, timeout: float, name: str = "input"
-) -> tuple[list[tuple[float, float]], np.ndarray]:
-    """Decode in a child process; returns (windows, frames uint8 [W, F, H, W, 3]). Blocking: call in a thread."""
-    ctx = _context()
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, path, name, spec), daemon=True)
-    proc.start()
-    child.close()
-    try:
-        if not parent.poll(timeout):
+class _Worker:
+    """One decode process and the parent's end of its pipe."""
+
+    def __init__(self, target=serve_forever) -> None:
+        ctx = _context()
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=target, args=(child,), daemon=True, name="egovlp-decode")
+        self.proc.start()
+        child.close()
+
+    def ping(self, timeout: float) -> None:
+        """Wait until the worker answers (a worker that does not is left to its first job's deadline)."""
+        with contextlib.suppress(OSError, EOFError):
+            self.conn.send("ping")
+            if self.conn.poll(timeout):
+                self.conn.recv()
+
+    def run(self, path: str, name: str, spec: WindowSpec, timeout: float):
+        """(status, payload, frames) from the worker; DecodeTimeout / VideoReadError if it hangs / dies."""
+        self.conn.send((path, name, spec))
+        if not self.conn.poll(timeout):
             raise DecodeTimeout(f"{name}: decoding did not finish within {timeout:g} s")
         try:
-            status, payload, frames = parent.recv()
-        except EOFError:
+            return self.conn.recv()
+        except (EOFError, OSError):
             raise VideoReadError(f"{name}: the decoder crashed on this file") from None
-    finally:
-        if proc.is_alive():
-            proc.kill()
-        proc.join(1.0)
-        parent.close()
-    if status == "too_large":
-        raise TooLarge(payload)
-    if status == "video":
-        raise VideoReadError(payload)
-    if status == "input":
-        raise InputError(payload)
-    windows = payload
-    f = spec.num_frames
-    return windows, frames.reshape(len(windows), f, *frames.shape[1:])
+
+    def close(self, kill: bool = False) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            if not kill:
+                self.conn.send(None)
+        if kill or not _joined(self.proc, 1.0):
+            self.proc.kill()
+            self.proc.join(1.0)
+        self.conn.close()
+
+
+def _joined(proc, timeout: float) -> bool:
+    proc.join(timeout)
+    return not proc.is_alive()
+
+
+class DecodePool:
+    """Admission and workers for decodes: `async with pool.slot(nbytes): await pool.decode(...)`."""
+
+    def __init__(self, max_workers: int = 4, max_waiting: int = 8, max_bytes: int = 512 << 20, metrics=None):
+        if max_workers < 1:
+            raise ValueError("max_workers must be >= 1")
+        self.max_workers = max_workers
+        self.max_waiting = max_waiting
+        self.max_bytes = max_bytes
+        self.metrics = metrics
+        self.worker_target = serve_forever  # tests swap in a misbehaving worker
+        self._slots: asyncio.Semaphore | None = None
+        self._idle: queue.SimpleQueue[_Worker | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._started = 0
+        self._admitted = 0
+        self._bytes = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._admitted
+
+    def start(self, timeout: float = 120.0) -> None:
+        """Start the workers now and wait until each answers (the first start imports the decoders)."""
+        fresh = []
+        while self._started < self.max_workers:
+            with self._lock:
+                self._started += 1
+            fresh.append(_Worker(self.worker_target))
+        for worker in fresh:
+            worker.ping(timeout)
+            self._idle.put(worker)
+
+    def close(self) -> None:
+        while True:
+            try:
+                worker = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            if worker is not None:
+                worker.close()
+
+    def _gauge(self) -> None:
+        if self.metrics is not None:
+            self.metrics.decodes.set(self._admitted)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, nbytes: int = 0) -> AsyncIterator[None]:
+        """Admit one decode of a video of `nbytes` (429 at once when full), then wait for a worker."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_workers)
+        if self._admitted >= self.max_workers + self.max_waiting:
+            raise QueueFull(f"video decoding is busy ({self._admitted} videos in flight); retry later")
+        if self._admitted and self._bytes + nbytes > self.max_bytes:
+            raise QueueFull(
+                f"video decoding is busy ({self._bytes >> 20} MiB of video in flight); retry later"
+            )
+        self._admitted += 1
+        self._bytes += nbytes
+        self._gauge()
+        try:
+            async with self._slots:
+                yield
+        finally:
+            self._admitted -= 1
+            self._bytes -= nbytes
+            self._gauge()
+
+    def _take(self) -> _Worker:
+        if self._started < self.max_workers:  # lazily, when start() was not called
+            with self._lock:
+                fresh = self._started < self.max_workers
+                self._started += fresh
+            if fresh:
+                return _Worker(self.worker_target)
+        worker = self._idle.get()
+        assert worker is not None
+        return worker
+
+    def decode_blocking(self, path: str, spec: WindowSpec, timeout: float, name: str):
+        """(windows, frames uint8 [W, F, H, W, 3]); call inside `slot` (which bounds the workers)."""
+        worker = self._take()
+        healthy = False
+        try:
+            status, payload, frames = worker.run(path, name, spec, timeout)
+            healthy = True
+        finally:
+            if healthy:
+                self._idle.put(worker)
+            else:  # hung or crashed: kill it, put a fresh one in its place
+                worker.close(kill=True)
+                self._idle.put(_Worker(self.worker_target))
+        if status == "too_large":
+            raise TooLarge(payload)
+        if status == "video":
+            raise VideoReadError(payload)
+        if status == "input":
+            raise InputError(payload)
+        windows = payload
+        return windows, frames.reshape(len(windows), spec.num_frames, *frames.shape[1:])
+
+    async def decode(self, path: str, spec: WindowSpec, timeout: float, name: str):
+        return await asyncio.to_thread(self.decode_blocking, path, spec, timeout, name)
 
 
 def frames_to_clips(frames: np.ndarray, size: int) -> torch.Tensor:

@@ -8,6 +8,7 @@ exceptions below (or library `InputError` / `VideoReadError`); `error_response` 
 from __future__ import annotations
 
 import logging
+import uuid
 
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
@@ -58,6 +59,18 @@ class NoIndex(ServiceError):
     """Search asked of a server started without --index."""
 
 
+class Unavailable(ServiceError):
+    """A worker of the service died and is restarting, or the device ran out of memory: retry."""
+
+
+def _oom_types() -> tuple[type[BaseException], ...]:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return ()
+    return tuple(t for t in (getattr(torch, "OutOfMemoryError", None),) if t is not None)
+
+
 # (class, status, type); looked up in order, so subclasses come before their bases.
 ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
     (Unauthorized, 401, "authentication_error"),
@@ -70,6 +83,8 @@ ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
     (RequestValidationError, 422, "validation_error"),
     (QueueFull, 429, "queue_full"),
     (NotReady, 503, "not_ready"),
+    (Unavailable, 503, "service_unavailable"),
+    *((t, 503, "out_of_memory") for t in _oom_types()),
     (NoIndex, 400, "invalid_request_error"),
     (InputError, 400, "invalid_request_error"),
     (ServiceError, 400, "invalid_request_error"),
@@ -80,6 +95,7 @@ _HTTP_TYPES = {
     401: "authentication_error",
     404: "not_found_error",
     405: "method_not_allowed",
+    422: "validation_error",
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
@@ -107,15 +123,32 @@ def _message(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
+RETRY_AFTER_S = 1
+
+
+def internal_error_response(err: BaseException) -> JSONResponse:
+    """500 `internal_error` with an id that is also in the log line carrying the traceback."""
+    error_id = uuid.uuid4().hex[:16]
+    logger.error("internal error %s: %s", error_id, type(err).__name__, exc_info=err)
+    body = {"error": f"internal server error (id {error_id})", "type": "internal_error", "id": error_id}
+    return JSONResponse(body, status_code=500)
+
+
 def error_response(err: BaseException) -> JSONResponse:
-    """The envelope for any exception; 500s are logged with their traceback, the client sees none."""
+    """The envelope for any exception; 500s are logged with their traceback and an id, the client sees none."""
     status, kind = classify(err)
-    if status >= 500 and not isinstance(err, NotReady):
-        logger.error("unhandled error", exc_info=err)
-        message = "internal server error"
+    if status == 500:
+        return internal_error_response(err)
+    if status == 503 and kind == "out_of_memory":
+        logger.warning("device out of memory: %s", " ".join(str(err).split())[:200])
+        message = "the device ran out of memory; retry later"
     else:
         message = _message(err)
-    headers = {"Retry-After": "1"} if status in (429, 503) else None
+    headers: dict[str, str] = {}
+    if isinstance(err, HTTPException) and err.headers:
+        headers.update(err.headers)  # e.g. Allow on 405
+    if status in (429, 503):
+        headers["Retry-After"] = str(RETRY_AFTER_S)
     if status == 401:
-        headers = {"WWW-Authenticate": "Bearer"}
-    return JSONResponse({"error": message, "type": kind}, status_code=status, headers=headers)
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse({"error": message, "type": kind}, status_code=status, headers=headers or None)

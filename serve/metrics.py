@@ -56,6 +56,10 @@ class Metrics:
             "egovlp_dropped", "Queued requests dropped because the client went away", ["modality"], registry=r
         )
         self.ready = Gauge("egovlp_ready", "1 once model and index are loaded", registry=r)
+        self.restarts = Counter(
+            "egovlp_worker_restarts", "Batcher tasks that died and were restarted", ["modality"], registry=r
+        )
+        self.decodes = Gauge("egovlp_decodes_in_flight", "Video decodes running or waiting", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

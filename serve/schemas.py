@@ -15,10 +15,14 @@ class PathInput(BaseModel):
 
 
 class EmbeddingRequest(BaseModel):
-    """OpenAI-compatible text embeddings; unknown fields (`user`, ...) are ignored as OpenAI does."""
+    """OpenAI-compatible text embeddings; unknown fields (`user`, ...) are ignored as OpenAI does.
+
+    `input` is a text, a list of texts, one list of token ids, or a list of them (ids of the uncased
+    BERT vocabulary, used as given: include [CLS]=101 and [SEP]=102 as the tokenizer does).
+    """
 
     model_config = ConfigDict(extra="ignore")
-    input: str | list[str]
+    input: str | list[str] | list[int] | list[list[int]]
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
@@ -50,11 +54,18 @@ class SearchRequest(BaseModel):
 
 
 class EmbeddingData(BaseModel):
+    """OpenAI's embedding object, nothing more."""
+
     object: Literal["embedding"] = "embedding"
     index: int
     embedding: list[float] | str
-    start: float | None = None
-    end: float | None = None
+
+
+class VideoEmbeddingData(EmbeddingData):
+    """One window of a video: the embedding and the window's [start, end] seconds."""
+
+    start: float
+    end: float
 
 
 class Usage(BaseModel):
@@ -65,6 +76,13 @@ class Usage(BaseModel):
 class EmbeddingResponse(BaseModel):
     object: Literal["list"] = "list"
     data: list[EmbeddingData]
+    model: str
+    usage: Usage
+
+
+class VideoEmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[VideoEmbeddingData]
     model: str
     usage: Usage
 
@@ -91,6 +109,40 @@ class SearchResponse(BaseModel):
 class ErrorResponse(BaseModel):
     error: str
     type: str
+    id: str | None = Field(None, description="on 500 only: the id of the log line with the details")
+
+
+_STATUS_TEXT = {
+    400: "invalid input (names the input)",
+    401: "missing or wrong API key",
+    403: "server-side path outside the allowed roots",
+    404: "server-side path not found",
+    405: "method not allowed (see Allow)",
+    413: "too many bytes, inputs, windows or video seconds",
+    415: "wrong Content-Type, or not a video",
+    422: "malformed request body, or a video that did not decode in time",
+    429: "queue or decoder pool full (see Retry-After)",
+    500: "internal error (the id is in the service log)",
+    503: "not ready, a worker restarting, or out of device memory (see Retry-After)",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI `responses` for these error statuses, each with the error envelope."""
+    out: dict[int | str, dict] = {}
+    for status in statuses:
+        entry: dict = {"model": ErrorResponse, "description": _STATUS_TEXT[status]}
+        if status in (429, 503):
+            entry["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
+        if status == 405:
+            entry["headers"] = {"Allow": {"schema": {"type": "string"}}}
+        out[status] = entry
+    return out
+
+
+# what every POST route can answer besides 200 (403/404 only where a server-side path is possible)
+TEXT_ERRORS = error_responses(400, 401, 405, 413, 415, 422, 429, 500, 503)
+VIDEO_ERRORS = error_responses(400, 401, 403, 404, 405, 413, 415, 422, 429, 500, 503)
 
 
 # The video route parses its body by hand (JSON or multipart); this is its documented request body.

@@ -111,3 +111,72 @@ class _BodyTooLarge(HTTPException):
 
     def __init__(self, max_bytes: int) -> None:
         super().__init__(413, f"request body larger than {max_bytes} bytes")
+
+
+# POST routes -> the media types they take (a missing Content-Type is read as JSON)
+MEDIA_TYPES = {
+    "/v1/embeddings": ("application/json",),
+    "/v1/search": ("application/json",),
+    "/v1/video/embeddings": ("application/json", "multipart/form-data"),
+}
+
+
+class ContentTypeMiddleware:
+    """Pure ASGI middleware: 415 (the error envelope) for a POST whose Content-Type the route does not take."""
+
+    def __init__(self, app, on_reject=None) -> None:
+        self.app = app
+        self.on_reject = on_reject
+
+    async def __call__(self, scope, receive, send) -> None:
+        allowed = MEDIA_TYPES.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if allowed and scope.get("method") == "POST":
+            raw = dict(scope.get("headers", [])).get(b"content-type", b"").decode("latin-1")
+            ctype = raw.split(";")[0].strip().lower()
+            if ctype and ctype not in allowed:
+                if self.on_reject is not None:
+                    self.on_reject("unsupported_media_type")
+                message = f"content-type {ctype!r}: this route takes {' or '.join(allowed)}"
+                body = json.dumps({"error": message, "type": "unsupported_media_type"}).encode()
+                headers = [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ]
+                await send({"type": "http.response.start", "status": 415, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+class ErrorEnvelopeMiddleware:
+    """Pure ASGI middleware: any exception nobody handled -> the 500 `internal_error` envelope with an id.
+
+    Without it Starlette answers a plain-text 500 and the error is not counted.
+    """
+
+    def __init__(self, app, on_error=None) -> None:
+        self.app = app
+        self.on_error = on_error
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as err:  # noqa: BLE001 - the point of this middleware
+            from serve.errors import error_response
+
+            response = error_response(err)
+            if self.on_error is not None:
+                self.on_error(json.loads(response.body)["type"])
+            if not started:
+                await response(scope, receive, send)

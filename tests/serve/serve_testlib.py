@@ -56,3 +56,12 @@ def write_features(
         "compat": False,
     }
     (folder / f"{name}.json").write_text(json.dumps(sidecar))
+
+
+def hanging_decoder(conn) -> None:
+    """A decode worker that takes a job and never answers (a file that makes FFmpeg spin)."""
+    import time
+
+    while conn.recv() == "ping":
+        conn.send("pong")
+    time.sleep(60)

@@ -175,9 +175,9 @@ def test_queue_full_gives_429_and_batches(make_client, micro_model):
     from serve.backend import ModelBackend
 
     class Slow(ModelBackend):
-        def embed_text(self, texts):
+        def embed_tokens(self, seqs):
             time.sleep(0.3)
-            return super().embed_text(texts)
+            return super().embed_tokens(seqs)
 
     client = make_client(loader=lambda: Slow(micro_model, None), max_queue=1, max_batch_text=2)
     statuses: list[int] = []

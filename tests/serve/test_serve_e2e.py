@@ -92,25 +92,31 @@ def test_hostile_upload_refused_quickly(live_server):
     assert httpx.get(url + "/health").status_code == 200
 
 
-def test_decode_timeout_kills_the_worker(monkeypatch, video_root):
-    import serve.decode as decode
+def test_decode_timeout_kills_the_worker(video_root):
+    from serve_testlib import hanging_decoder
+
+    from serve.decode import DecodePool, WindowSpec
     from serve.errors import DecodeTimeout
 
-    def hang(conn, path, name, spec):  # a file that makes the decoder spin forever
-        time.sleep(60)
-
-    monkeypatch.setattr(decode, "_child", hang)
+    pool = DecodePool(max_workers=1)
+    pool.worker_target = hanging_decoder
+    pool.start()
+    hung = pool._idle.get()
+    pool._idle.put(hung)
     started = time.time()
     with pytest.raises(DecodeTimeout, match="within 0.5 s"):
-        decode.decode_video(str(video_root / "a.mp4"), decode.WindowSpec(), timeout=0.5)
-    assert time.time() - started < 5
+        pool.decode_blocking(str(video_root / "a.mp4"), WindowSpec(), 0.5, "input")
+    assert time.time() - started < 10
+    hung.proc.join(5)
+    assert not hung.proc.is_alive()  # killed, and a fresh worker took its place
+    pool.close()
 
 
 def test_client_gone_is_dropped(live_server, micro_model):
     class Slow(ModelBackend):
-        def embed_text(self, texts):
+        def embed_tokens(self, seqs):
             time.sleep(1.0)
-            return super().embed_text(texts)
+            return super().embed_tokens(seqs)
 
     url = live_server(backend=Slow(micro_model, None), api_key=None, max_batch_text=1)
     busy = threading.Thread(

@@ -9,7 +9,8 @@ import pytest
 from serve_testlib import write_features
 
 from egovlp.errors import InputError
-from serve.index import add_to_index, build_index, l2_normalize, load_index, main, read_features
+from serve.index import add_to_index, build_index, l2_normalize, load_index, main
+from serve.index_features import FeatureFolderSource
 
 
 def _clustered(n: int, dim: int = 16, centers: int = 20, seed: int = 0) -> np.ndarray:
@@ -48,7 +49,7 @@ def test_ivf_recall_close_to_exact(tmp_path, capsys):
     )
     printed = json.loads(capsys.readouterr().out)
     assert printed["kind"] == "ivf" and printed["count"] == 3000
-    assert printed["recall_at_10"] >= 0.95 and 1 <= printed["search_param"] <= 32
+    assert printed["recall_at_10"] >= 0.95 and 1 <= printed["search_params"]["nprobe"] <= 32
     ivf = load_index(tmp_path / "ivf", use_gpu=False)
     build_index(feats, tmp_path / "flat", kind="flat")
     flat = load_index(tmp_path / "flat", use_gpu=False)
@@ -69,7 +70,7 @@ def test_incremental_add(tmp_path):
     write_features(new, "old", _clustered(4, seed=3), "h1")  # already indexed: skipped, not duplicated
     assert main(["--features", str(new), "--out", str(tmp_path / "idx"), "--add"]) == 0
     idx = load_index(tmp_path / "idx", use_gpu=False)
-    assert len(idx) == 7 and idx.info["files"] == ["fresh", "old"]
+    assert len(idx) == 7 and sorted(idx.file_names) == ["fresh", "old"]
     hit = idx.search(extra[1:2], 1)[0][0]
     assert (hit["clip_uid"], hit["row"]) == ("fresh", 1)
     write_features(tmp_path / "other", "x", _clustered(2), "h2")
@@ -82,16 +83,16 @@ def test_bad_feature_folders(tmp_path, caplog):
     feats = tmp_path / "f"
     write_features(feats, "good", _clustered(3), "h1")
     np.save(feats / "orphan.npy", np.zeros((2, 16), np.float32))  # no sidecar: skipped with a warning
-    fs = read_features(feats)
-    assert fs.vectors.shape == (3, 16) and "orphan" in caplog.text
+    fs = FeatureFolderSource(feats)
+    assert (fs.count, fs.dim) == (3, 16) and "orphan" in caplog.text
     write_features(feats, "wide", np.ones((2, 8), np.float32), "h1")
     with pytest.raises(InputError, match="wide.*dim"):
-        read_features(feats)
+        FeatureFolderSource(feats)
     mixed = tmp_path / "mixed"
     write_features(mixed, "a", _clustered(2), "h1")
     write_features(mixed, "b", _clustered(2), "h2")
     with pytest.raises(InputError, match="config_hash"):
-        read_features(mixed)
+        FeatureFolderSource(mixed)
     with pytest.raises(InputError, match="not an index folder"):
         load_index(tmp_path, use_gpu=False)
     with pytest.raises(InputError, match="no feature files"):

@@ -1,0 +1,171 @@
+"""The service's settings and its explicit, typed state (what the routes share)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from fastapi import Request
+
+from serve.backend import ModelBackend
+from serve.batcher import Batcher
+from serve.decode import DecodePool
+from serve.errors import NotReady
+from serve.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+VERSION = "0.2.0"
+
+
+@dataclass
+class Settings:
+    """Everything the service is configured with; /info shows the limits."""
+
+    model: str | None = None
+    index: str | None = None
+    api_key: str | None = None
+    allowed_roots: list[str] = field(default_factory=list)
+    device: str | None = None
+    precision: str = "auto"
+    allow_foreign_index: bool = False
+    max_batch_text: int = 32
+    max_batch_video: int = 8
+    max_wait_ms: float = 5.0
+    max_queue: int = 64
+    max_queue_items: int = 1024
+    max_inputs: int = 256
+    max_text_chars: int = 20_000
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_video_seconds: float = 600.0
+    max_windows: int = 64
+    decode_timeout_s: float = 30.0
+    max_decodes: int = 4
+    max_decode_waiting: int = 8
+    max_decode_bytes: int = 256 * 1024 * 1024
+    cors_origins: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for key, value in asdict(self).items():
+            if key.startswith(("max_", "decode_")) and not value > 0:
+                raise ValueError(f"{key} must be > 0, got {value}")
+
+    def limits(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k.startswith(("max_", "decode_"))}
+
+
+class ClientGone(Exception):
+    """The client disconnected while its request waited: nothing to answer."""
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns when the client disconnects (the body is already read, so receive() only reports that)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class AppState:
+    """Model backend (once loaded), the two batchers, the decode pool and the metrics of one app."""
+
+    def __init__(self, settings: Settings, loader: Callable[[], ModelBackend]) -> None:
+        self.settings = settings
+        self.loader = loader
+        self.metrics = Metrics()
+        self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="egovlp-model")
+        self.decode_pool = DecodePool(
+            settings.max_decodes, settings.max_decode_waiting, settings.max_decode_bytes, self.metrics
+        )
+        self.backend_: ModelBackend | None = None
+        self.load_error: str | None = None
+        self.text_batcher = Batcher(
+            "text",
+            lambda seqs: list(self.backend().embed_tokens(seqs)),
+            self.model_thread,
+            settings.max_batch_text,
+            settings.max_wait_ms,
+            settings.max_queue,
+            self.metrics,
+            max_items=settings.max_queue_items,
+        )
+        self.video_batcher = Batcher(
+            "video",
+            lambda clips: list(self.backend().embed_video(clips)),
+            self.model_thread,
+            settings.max_batch_video,
+            settings.max_wait_ms,
+            settings.max_queue,
+            self.metrics,
+            max_items=max(settings.max_windows, settings.max_batch_video * settings.max_queue // 4),
+        )
+
+    # ---- lifecycle
+
+    async def start(self) -> None:
+        self.text_batcher.start()
+        self.video_batcher.start()
+
+    async def load(self) -> None:
+        try:
+            await asyncio.to_thread(self.decode_pool.start)
+            self.backend_ = await asyncio.get_running_loop().run_in_executor(self.model_thread, self.loader)
+            self.metrics.ready.set(1)
+        except Exception as err:  # noqa: BLE001 - reported by /ready and the log
+            self.load_error = " ".join(str(err).split())[:300]
+            logger.error("loading failed: %s", self.load_error, exc_info=err)
+
+    async def stop(self) -> None:
+        await self.text_batcher.stop()
+        await self.video_batcher.stop()
+        self.decode_pool.close()
+        self.model_thread.shutdown(wait=False, cancel_futures=True)
+
+    # ---- what routes ask
+
+    def backend(self) -> ModelBackend:
+        if self.backend_ is None:
+            raise NotReady(
+                "model is loading" if self.load_error is None else f"model failed to load: {self.load_error}"
+            )
+        return self.backend_
+
+    @property
+    def ready(self) -> bool:
+        return self.backend_ is not None and self.text_batcher.alive and self.video_batcher.alive
+
+    def check_ready(self) -> ModelBackend:
+        backend = self.backend()
+        for batcher in (self.text_batcher, self.video_batcher):
+            if not batcher.alive:
+                raise NotReady(f"the {batcher.name} worker is restarting")
+        return backend
+
+    async def run_batched(self, request: Request, batcher: Batcher, items: list) -> list:
+        """Queue items and wait; if the client leaves first, cancel so the batcher drops them."""
+        future = batcher.submit(items)
+        watcher = asyncio.ensure_future(_client_gone(request))
+        try:
+            done, _ = await asyncio.wait({future, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if future in done:
+            return future.result()
+        future.cancel()
+        raise ClientGone()
+
+    async def search(self, vector: np.ndarray, k: int) -> list[dict[str, Any]]:
+        started = time.perf_counter()
+        hits = await asyncio.to_thread(self.backend().search, np.asarray(vector)[None], k)
+        self.metrics.search_seconds.observe(time.perf_counter() - started)
+        return hits[0]
+
+
+def get_state(request: Request) -> AppState:
+    """FastAPI dependency: the app's typed state."""
+    return request.app.state.egovlp
