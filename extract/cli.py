@@ -251,9 +251,9 @@ def _report(rows, out, preset, manifest, manifest_error, seconds) -> int:
     failed = [r for r in rows if r.status == "failed"]
     if failed:
         names = ", ".join(r.name for r in failed[:5]) + (" ..." if len(failed) > 5 else "")
+        where = "see the manifest" if manifest else "the manifest was not written"
         print(
-            f"egovlp extract: {len(failed)} of {len(rows)} inputs failed ({names}); see the manifest",
-            file=sys.stderr,
+            f"egovlp extract: {len(failed)} of {len(rows)} inputs failed ({names}); {where}", file=sys.stderr
         )
     if manifest_error:
         print(f"egovlp extract: {manifest_error}", file=sys.stderr)

@@ -3,7 +3,8 @@
 NLQ/MQ rows collect in memory (`[T, 256]` is small) and go out on commit through
 `egovlp.features.write_clip_features` (arrays, then the sidecar). VQ2D grids stream into an HDF5 temp
 file beside the output (`egovlp.io.AtomicFile`; a long clip does not fit in memory), whose attributes
-are the sidecar; it is renamed over `{name}.h5` when complete. A sink's `write` and `commit` raise
+are the sidecar; it is renamed over `{name}.h5` when complete. HDF5 writes through `_WriteGuard`, which
+keeps a failed write from HDF5 (see there). A sink's `write` and `commit` raise
 OSError on a full or forbidden disk; the caller then calls `abort`, which removes the temp file.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,58 @@ class FeatureSink:
         pass  # nothing on disk until commit; write_clip_features removes its own temps on failure
 
 
+class _WriteGuard:
+    """The file object HDF5 writes through (h5py's fileobj driver). It keeps the first OSError of a
+    write (ENOSPC, EIO, ...) for the caller and tells HDF5 every write succeeded: HDF5 that saw a
+    failed write cannot close the file, and its cleanup at exit then crashes the process (a segfault
+    on a full disk). The file is thrown away when `error` is set, so the lost bytes do not matter."""
+
+    def __init__(self, path: Path) -> None:
+        self.raw = open(path, "r+b", buffering=0)  # noqa: SIM115 - closed by close()
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        if self.error is None:
+            try:
+                done = 0
+                while done < len(view):
+                    done += self.raw.write(view[done:])
+            except OSError as err:
+                self.error = err
+        return len(view)
+
+    def read(self, size: int = -1) -> bytes:
+        return self.raw.read(size)
+
+    def readinto(self, buffer) -> int:
+        return self.raw.readinto(buffer)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def truncate(self, size: int | None = None) -> int:
+        if self.error is None:
+            try:
+                return self.raw.truncate(size)
+            except OSError as err:
+                self.error = err
+        return self.raw.tell() if size is None else size
+
+    def flush(self) -> None:
+        pass  # unbuffered
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
 class H5Sink:
     """Streams VQ2D grids `[n, h, w, D]` (fp16) into a temp HDF5 file renamed over `path` on commit."""
 
@@ -58,9 +112,10 @@ class H5Sink:
 
         self.path, self.rows = path, rows
         self.target = AtomicFile(path)
-        self.file = None
+        self.file = self.guard = None
         try:
-            self.file = h5py.File(self.target.tmp, "w")
+            self.guard = _WriteGuard(self.target.tmp)
+            self.file = h5py.File(self.guard, "w")
             self.features = self.file.create_dataset(
                 "features", shape=(rows, *grid), dtype="float16", chunks=(1, *grid)
             )
@@ -69,6 +124,7 @@ class H5Sink:
             for key, value in h5_attrs(meta).items():
                 self.file.attrs[key] = value
             self.file.attrs["complete"] = False
+            self.guard.check()
         except BaseException:
             self.abort()
             raise
@@ -76,23 +132,27 @@ class H5Sink:
     def write(self, row0: int, outputs: dict[str, np.ndarray]) -> None:
         grids = outputs["grid"]  # [n, h, w, D]
         self.features[row0 : row0 + len(grids)] = grids.astype(np.float16)
+        self.guard.check()
 
     def commit(self) -> None:
         try:
             self.file.attrs["complete"] = True
-            self.file.flush()
             self.file.close()
             self.file = None
+            self.guard.close()
+            self.guard.check()
             self.target.commit()
         except BaseException:
             self.abort()
             raise
 
     def abort(self) -> None:
-        """Drop the temp file. After a failed write (ENOSPC) HDF5 may fail to flush on close: the
-        handle is closed best-effort and the file removed, never written to again."""
+        """Close (HDF5 never saw a failed write, so it closes cleanly) and drop the temp file."""
         if self.file is not None:
             with contextlib.suppress(Exception):
                 self.file.close()
             self.file = None
+        if self.guard is not None:
+            with contextlib.suppress(OSError):
+                self.guard.close()
         self.target.abort()
