@@ -2,6 +2,7 @@
 
     python benchmarks/bench_extract.py                       # tiny model, 16 synthetic videos x 30 s, CPU
     python benchmarks/bench_extract.py --config configs/model/egovlp-base.yaml --device cuda --videos DIR
+    python benchmarks/bench_extract.py --ray                 # also the Ray engine on the same work
 
 Each stage is measured with the resources it has inside the pipeline, using the pipeline's own pieces:
 decode-only runs the reader (`decode_loader`: worker processes, sequential window reads, resize / crop)
@@ -11,7 +12,10 @@ GPU the model has the device); end-to-end runs `extract_videos` (reader + model 
 folder. The three are measured in interleaved rounds and the medians are compared, because this
 machine is shared and noisy: end-to-end / max(decode, model) near 1 means the slower stage sets the
 pace. `--compare-unpinned` adds end-to-end rounds of the unsplit scheme (model threads on every core,
-workers unpinned) so the absolute x realtime of both is seen side by side. Prints one JSON object.
+workers unpinned) so the absolute x realtime of both is seen side by side. `--ray` adds, in the same
+rounds, the same extraction through `--engine ray` on a local Ray started once before the rounds
+(`ray_over_local`: its median time over the local engine's; actor start-up and model loading count,
+Ray's own start does not). Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ import torch  # noqa: E402
 import egovlp  # noqa: E402
 from extract.cpus import default_workers, pinned_model  # noqa: E402
 from extract.inputs import resolve_inputs  # noqa: E402
-from extract.pipeline import ExtractOptions, cpu_split, decode_loader, extract_videos, model_step  # noqa: E402
+from extract.local import cpu_split, decode_loader  # noqa: E402
+from extract.pipeline import ExtractOptions, ModelSpec, extract_videos, model_step  # noqa: E402
 from extract.reader import probe  # noqa: E402
 
 
@@ -58,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     p.add_argument("--no-pin-cpus", action="store_true", help="measure the unsplit scheme instead")
     p.add_argument("--compare-unpinned", action="store_true", help="also time end-to-end without the split")
+    p.add_argument("--ray", action="store_true", help="also time the Ray engine on the same work")
+    p.add_argument("--precision", default="auto", help="auto (bf16 on CUDA), fp32, bf16, fp16")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     batch_size = args.batch_size or (32 if device.type == "cuda" else 8)
@@ -72,15 +79,24 @@ def main(argv: list[str] | None = None) -> int:
         videos = os.path.join(videos, "videos")
     model = egovlp.create_model(args.config, device=str(device))
     if device.type == "cuda":
-        model.autocast_dtype = torch.bfloat16
+        model.autocast_dtype = {"fp32": None, "fp16": torch.float16}.get(args.precision, torch.bfloat16)
+    spec = None
+    if args.ray:
+        import ray
+
+        model_dir = os.path.join(tmp.name, "model")
+        model.save_pretrained(model_dir)  # the actors load this copy
+        spec = ModelSpec(model_dir, None, "cuda" if device.type == "cuda" else "cpu", args.precision)
+        ray.init(include_dashboard=False, log_to_driver=False)
     jobs = [probe(item, "nlq") for item in resolve_inputs(videos)]
     video_seconds = sum(j.duration for j in jobs)
     rows = sum(j.plan.num_rows for j in jobs)
 
-    def options(out: Path, pin: bool) -> ExtractOptions:
+    def options(out: Path, pin: bool, engine: str = "local") -> ExtractOptions:
         return ExtractOptions(
             preset="nlq", out=out, batch_size=batch_size, workers=args.workers, short_side=args.short_side,
             chunk_rows=args.chunk_rows, pin_cpus=pin, model_name=Path(args.config).stem, progress=False,
+            engine=engine,
         )  # fmt: skip
 
     opts = options(Path(tmp.name) / "unused", not args.no_pin_cpus)
@@ -92,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         "e2e": [],
         "e2e_model": [],
         "e2e_unpinned": [],
+        "e2e_ray": [],
     }
     for r in range(args.rounds):
         # decode-only: the pipeline's reader; the frames are kept for model-only
@@ -114,10 +131,16 @@ def main(argv: list[str] | None = None) -> int:
         # end-to-end: the real pipeline into a fresh folder
         run = options(Path(tmp.name) / f"out{r}", not args.no_pin_cpus)
         t0 = time.perf_counter()
-        manifest = extract_videos(model, resolve_inputs(videos), run)
+        done = extract_videos(model, resolve_inputs(videos), run)
         times["e2e"].append(time.perf_counter() - t0)
-        times["e2e_model"].append(run.stats["model_seconds"])
-        assert all(row.status == "ok" for row in manifest), manifest
+        times["e2e_model"].append(done.model_seconds)
+        assert all(row.status == "ok" for row in done.rows), done.rows
+        if args.ray:
+            run = options(Path(tmp.name) / f"ray{r}", False, engine="ray")
+            t0 = time.perf_counter()
+            done = extract_videos(model, resolve_inputs(videos), run, spec)
+            times["e2e_ray"].append(time.perf_counter() - t0)
+            assert all(row.status == "ok" for row in done.rows), done.rows
         if args.compare_unpinned:
             run = options(Path(tmp.name) / f"unpinned{r}", False)
             t0 = time.perf_counter()
@@ -154,6 +177,18 @@ def main(argv: list[str] | None = None) -> int:
             "x_realtime_unpinned": round(video_seconds / med["e2e_unpinned"], 2),
             "unpinned_over_pinned": round(med["e2e_unpinned"] / med["e2e"], 3),
         }
+    if "e2e_ray" in med:
+        result |= {
+            "end_to_end_ray_s": round(med["e2e_ray"], 3),
+            "x_realtime_ray": round(video_seconds / med["e2e_ray"], 2),
+            "ray_over_local": round(med["e2e_ray"] / med["e2e"], 3),
+            "ray_over_local_per_round": [
+                round(a / b, 3) for a, b in zip(times["e2e_ray"], times["e2e"], strict=True)
+            ],
+        }
+        import ray
+
+        ray.shutdown()
     print(json.dumps(result))
     tmp.cleanup()
     return 0
