@@ -4,8 +4,8 @@ Separate videos from the narrated world (`fho_videos/{video_uid}.mp4`), so the E
 NLQ / MQ / VQ2D files and their videos stay exactly as they were. Each FHO video is a row of 8 s
 episodes. In an episode one object is held in view for the whole window while the hand moves it
 (sway, lift, slide or turn) and, once, squeezes it briefly (a jolt). In half the episodes the object
-changes state at that jolt, the point of no return (PNR): its lid comes off, it breaks in two, it
-fills, or it changes colour, and it stays that way to the end of the window. In the other half the
+changes state at that jolt, the point of no return (PNR): its lid comes off (showing its contents),
+it breaks in two (showing its inside), it fills, or it changes colour, and it stays that way to the end of the window. In the other half the
 same objects and hand motions appear, jolt included, and nothing changes; a quarter of those show
 the object in its changed look from the start, so "changed at the end" alone does not tell the
 classes apart.
@@ -65,7 +65,7 @@ class Episode:
     state_change: bool
     pnr_frame: int  # parent frame of the jolt; the PNR when state_change
     pre_changed: bool  # (no change only) shows the changed look from the start
-    new_colour: str  # recolour: the colour it turns; fill: the liquid's colour
+    new_colour: str  # recolour: the colour it turns; otherwise the colour of what shows inside
     motion: str
     x0: float
     y0: float
@@ -128,7 +128,7 @@ def _make_episodes(rng: np.random.Generator) -> list[Episode]:
                 motion=MOTIONS[int(rng.integers(len(MOTIONS)))],
                 x0=round(float(rng.uniform(-0.06, 0.06)), 4),
                 y0=round(float(rng.uniform(-0.03, 0.04)), 4),
-                scale=round(float(rng.uniform(1.3, 1.5)), 4),  # larger than the narrated world's
+                scale=round(float(rng.uniform(1.4, 1.6)), 4),  # larger than the narrated world's
                 direction=int(rng.choice([-1, 1])),
                 hand=int(rng.choice([-1, 1])),
             )
@@ -168,12 +168,17 @@ def make_fho_world(n_videos: int, seed: int, n_val: int) -> list[FHOVideoPlan]:
 
 @dataclass(frozen=True)
 class Look:
-    """The object in one frame: its pose and colour, and how full it is (0..1 of its height)."""
+    """The object in one frame: its pose and colour, and how much of its inside shows (0..1).
+
+    What shows inside is in `inner_rgb`: the liquid of a fill, the contents of an opened object,
+    the inner faces of a broken one, so every change is also a change of colour.
+    """
 
     pose: ObjectPose
     rgb: tuple[int, int, int]
-    fill: float
-    liquid: tuple[int, int, int]
+    change: str
+    inside: float
+    inner_rgb: tuple[int, int, int]
 
 
 def changed_fraction(ep: Episode, t: float, force: bool | None = None) -> float:
@@ -243,8 +248,8 @@ def episode_look(
     if ep.change == "recolour":
         new = COLOURS[ep.new_colour]
         rgb = tuple(int(round(a + (b - a) * c)) for a, b in zip(rgb, new, strict=True))
-    fill = 0.8 * c if ep.change == "fill" else 0.0
-    return Look(pose, rgb, fill, COLOURS[ep.new_colour])
+    inside = c if ep.change in ("fill", "open", "break") else 0.0
+    return Look(pose, rgb, ep.change, inside, COLOURS[ep.new_colour])
 
 
 def active_episode(plan: FHOVideoPlan, t: float) -> Episode | None:
@@ -254,14 +259,26 @@ def active_episode(plan: FHOVideoPlan, t: float) -> Episode | None:
     return None
 
 
-def fill_alpha(pose: ObjectPose, level: float, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """[h, w] coverage of the liquid: inside the object (inset 1.5 px), below `level` of its height."""
+def inside_alpha(look: Look, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """[h, w] coverage of what shows inside the object (inset 1.5 px from its outline).
+
+    fill: the liquid up to 80% of the height; open: the contents, a band below the lifted lid;
+    break: the inner faces along both sides of the break.
+    """
+    pose = look.pose
     u, v = geo.object_local(pose, xs, ys)
     d = geo.object_sdf(pose, u, v)  # [h, w] pixels
     top, bottom = geo.V_EXTENT[pose.shape]
-    line = bottom - level * (bottom - top)  # v of the surface (v grows downwards)
-    surface = (v - line) * pose.radius * pose.sy  # pixels below the surface
-    return np.clip(0.5 - (d + 1.5), 0, 1) * np.clip(0.5 + surface, 0, 1)
+    px = pose.radius * min(pose.sx, pose.sy)  # pixels per unit of u, v
+    if look.change == "fill":
+        line = bottom - 0.8 * look.inside * (bottom - top)  # v of the surface (v grows downwards)
+        region = (v - line) * px
+    elif look.change == "open":
+        lid_v = top + (bottom - top) / 3
+        region = np.minimum(v - lid_v, lid_v + 0.4 * (bottom - top) - v) * px
+    else:  # break: within 0.3 radius of each cut face
+        region = (0.3 - np.abs(np.abs(u) - pose.split)) * px
+    return np.clip(0.5 - (d + 1.5), 0, 1) * np.clip(0.5 + region, 0, 1) * min(look.inside, 1.0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -280,8 +297,8 @@ def render_fho_frame(plan: FHOVideoPlan, t: float, bg, force: bool | None = None
     if look is not None:
         origin = (j + dx, j + dy)
         render._draw_object(frame, look.pose, look.rgb, gain, origin)
-        if look.fill > 0:
-            _draw_fill(frame, look, gain, origin)
+        if look.inside > 0:
+            _draw_inside(frame, look, gain, origin)
         render._draw_hand(frame, look.pose, ep.hand, plan.scene, gain, origin)
     for t0, t1, length, axis in plan.scene.blur:
         if t0 <= t <= t1:
@@ -289,7 +306,7 @@ def render_fho_frame(plan: FHOVideoPlan, t: float, bg, force: bool | None = None
     return frame
 
 
-def _draw_fill(frame: np.ndarray, look: Look, gain: np.ndarray, origin: tuple[int, int]) -> None:
+def _draw_inside(frame: np.ndarray, look: Look, gain: np.ndarray, origin: tuple[int, int]) -> None:
     from egovlp.synth import render
 
     height, width = frame.shape[:2]
@@ -297,10 +314,10 @@ def _draw_fill(frame: np.ndarray, look: Look, gain: np.ndarray, origin: tuple[in
     x0, y0, x1, y1 = win = geo.region(look.pose.cx, look.pose.cy, e, e, width, height)
     if x1 <= x0 or y1 <= y0:
         return
-    alpha = fill_alpha(look.pose, look.fill, *geo.grid(*win))  # [h, w]
+    alpha = inside_alpha(look, *geo.grid(*win))  # [h, w]
     ox, oy = origin
     g = gain[y0 + oy : y1 + oy, x0 + ox : x1 + ox]
-    render._composite(frame, win, alpha, np.float32(look.liquid) * 0.9 * g[..., None])
+    render._composite(frame, win, alpha, np.float32(look.inner_rgb) * 0.9 * g[..., None])
 
 
 def render_fho_video(plan: FHOVideoPlan, path: Path, short_side: int) -> int:
