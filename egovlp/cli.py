@@ -98,7 +98,8 @@ def run(argv: Sequence[str]) -> int:
         sys.stdout.flush()
         return code
     except InputError as err:
-        print(f"egovlp {command}: error: {err}", file=sys.stderr)
+        # one line whatever the message holds (a library's multi-line text quoted inside it)
+        print(f"egovlp {command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         return _quiet_broken_pipe()

@@ -324,7 +324,10 @@ def run_shards(
         raise InputError(f"--workers {workers}: must be >= 0")
     csv, videos = input_file(csv, "--csv"), input_dir(videos, "--videos")
     out = output_dir(out, "--out")
-    rows = read_egoclip(csv)
+    try:
+        rows = read_egoclip(csv)
+    except UnicodeDecodeError as err:  # the reader owns the layout; bytes that are not text end here
+        raise InputError(f"--csv {csv}: not a UTF-8 text csv (byte {err.start})") from None
     if not rows:
         raise InputError(f"{csv}: no rows")
     seen: set[int] = set()

@@ -1,0 +1,444 @@
+"""A table of bad inputs across every command: each ends in exit 2 and one stderr line naming it.
+
+Every case runs `python -m egovlp ...` as a subprocess (the way a user meets it), with CUDA hidden
+so that `--device cuda` is the "no GPU here" case on any machine. The fixtures (a tiny synthetic
+world, a micro model, shards, features, an index) are built once for the module; the cases run in
+parallel threads and each test checks one result.
+
+"Not writable" paths hold for root too: a path under a regular file, or a folder under /proc.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from egovlp.model import EgoVLP
+from tests.conftest import micro_config
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = (
+    str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
+)
+TIMEOUT_S = 90.0
+SERVE_TIMEOUT_S = 45.0  # a server that starts anyway is killed then (and the case fails)
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    argv: tuple[str, ...]  # after `python -m egovlp`; "{name}" placeholders are fixture paths
+    names: str  # the error line must contain this (formatted like argv)
+
+
+def case(id_: str, cmd: str, names: str) -> Case:
+    return Case(id_, tuple(cmd.split()), names)
+
+
+# fmt: off
+CASES: list[Case] = [
+    # ---- convert / embed
+    case("convert-out-is-file", "convert {pth} {afile} --config {micro_yaml}", "{afile}"),
+    case("convert-out-under-file", "convert {pth} {afile}/out --config {micro_yaml}", "{afile}"),
+    case("convert-random-bytes", "convert {rand} {tmp}/conv-rand", "{rand}"),
+    case("convert-config-scalar", "convert {pth} {tmp}/conv-scalar --config {scalar_yaml}", "{scalar_yaml}"),
+    case("convert-config-is-dir", "convert {pth} {tmp}/conv-dir --config {emptydir}", "{emptydir}"),
+    case("embed-frames-0", "embed --model {model} --video {video} --frames 0", "--frames"),
+    case("embed-device-bogus", "embed --model {model} --text hi --device bogus", "bogus"),
+    case("embed-device-cuda", "embed --model {model} --text hi --device cuda", "cuda"),
+    case("embed-img-size-big", "embed --model {model_big} --text hi", "img_size"),
+    case("embed-random-safetensors", "embed --model {model_rand} --text hi", "{model_rand}"),
+    case("embed-random-pth", "embed --model {rand} --text hi", "{rand}"),
+    case("embed-start-negative", "embed --model {model} --video {video} --start -1", "--start"),
+    # ---- synth
+    case("synth-seed-negative", "synth {tmp}/synth-a --seed -1", "--seed"),
+    case("synth-videos-0", "synth {tmp}/synth-b --videos 0", "--videos"),
+    case("synth-out-is-file", "synth {afile}", "{afile}"),
+    case("synth-out-under-file", "synth {afile}/world", "{afile}"),
+    case("synth-out-in-proc", "synth /proc/egovlp-synth", "/proc/egovlp-synth"),
+    case("synth-duration-0", "synth {tmp}/synth-c --duration 0", "--duration"),
+    # ---- shard
+    case("shard-frames-0", "shard --csv {csv} --videos {videos} --out {tmp}/sh-a --frames 0", "--frames"),
+    case("shard-workers-negative", "shard --csv {csv} --videos {videos} --out {tmp}/sh-b --workers -1", "--workers"),
+    case("shard-out-is-file", "shard --csv {csv} --videos {videos} --out {afile}", "{afile}"),
+    case("shard-out-under-file", "shard --csv {csv} --videos {videos} --out {afile}/sh", "{afile}"),
+    case("shard-videos-is-file", "shard --csv {csv} --videos {afile} --out {tmp}/sh-c", "{afile}"),
+    case("shard-csv-random-bytes", "shard --csv {rand} --videos {videos} --out {tmp}/sh-d", "{rand}"),
+    case("shard-all-videos-missing", "shard --csv {csv} --videos {emptydir} --out {tmp}/sh-e --workers 0", "{emptydir}"),
+    # ---- loader
+    case("loader-batch-size-0", "loader --shards {shards} --taxonomy {world} --batch-size 0", "batch"),
+    case("loader-workers-negative", "loader --shards {shards} --taxonomy {world} --workers -1", "workers"),
+    case("loader-corrupt-shard-tar", "loader --shards {bad_shards} --taxonomy {world} --workers 0", "shard-000000.tar"),
+    case("loader-taxonomy-is-file", "loader --shards {shards} --taxonomy {afile}", "{afile}"),
+    # ---- pretrain
+    case("pretrain-steps-negative", "pretrain --config {pretrain_yaml} train.steps=-3", "steps"),
+    case("pretrain-checkpoint-every-negative", "pretrain --config {pretrain_yaml} train.checkpoint_every=-1", "checkpoint_every"),
+    case("pretrain-grad-accum-0", "pretrain --config {pretrain_yaml} train.grad_accum=0", "grad_accum"),
+    case("pretrain-lr-negative", "pretrain --config {pretrain_yaml} train.lr=-1", "lr"),
+    case("pretrain-batch-size-0", "pretrain --config {pretrain_yaml} data.batch_size=0", "batch_size"),
+    case("pretrain-num-processes-negative", "pretrain --config {pretrain_yaml} --num-processes -2", "num-processes"),
+    case("pretrain-steps-list", "pretrain --config {pretrain_steps_list}", "steps"),
+    case("pretrain-config-scalar", "pretrain --config {scalar_yaml}", "{scalar_yaml}"),
+    case("pretrain-config-invalid-yaml", "pretrain --config {invalid_yaml}", "{invalid_yaml}"),
+    case("pretrain-config-is-dir", "pretrain --config {emptydir}", "{emptydir}"),
+    case("pretrain-init-vit-random", "pretrain --config {pretrain_yaml} init=vit:{rand}", "{rand}"),
+    case("pretrain-output-under-file", "pretrain --config {pretrain_yaml} output_dir={afile}/run", "{afile}"),
+    case("pretrain-corrupt-shard-tar", "pretrain --config {pretrain_yaml} data.shards={bad_shards}", "shard-000000.tar"),
+    # ---- extract
+    case("extract-batch-size-0", "extract --model {model} --preset nlq --input {videos} --out {tmp}/ex-a --batch-size 0", "--batch-size"),
+    case("extract-workers-negative", "extract --model {model} --preset nlq --input {videos} --out {tmp}/ex-b --workers -1", "--workers"),
+    case("extract-device-bogus", "extract --model {model} --preset nlq --input {videos} --out {tmp}/ex-c --device bogus", "bogus"),
+    case("extract-device-cuda", "extract --model {model} --preset nlq --input {videos} --out {tmp}/ex-d --device cuda", "cuda"),
+    case("extract-out-is-file", "extract --model {model} --preset nlq --input {videos} --out {afile}", "{afile}"),
+    case("extract-out-under-file", "extract --model {model} --preset nlq --input {videos} --out {afile}/ex", "{afile}"),
+    case("extract-input-missing", "extract --model {model} --preset nlq --input {tmp}/no-such-input --out {tmp}/ex-e", "no-such-input"),
+    case("extract-defaults-scalar", "extract --defaults {scalar_yaml} --model {model} --preset nlq --input {videos} --out {tmp}/ex-f", "{scalar_yaml}"),
+    case("extract-defaults-invalid", "extract --defaults {invalid_yaml} --model {model} --preset nlq --input {videos} --out {tmp}/ex-g", "{invalid_yaml}"),
+    case("extract-img-size-big", "extract --model {model_big} --preset nlq --input {videos} --out {tmp}/ex-h", "img_size"),
+    case("extract-random-model", "extract --model {rand} --preset nlq --input {videos} --out {tmp}/ex-i", "{rand}"),
+    case("extract-short-side-0", "extract --model {model} --preset nlq --input {videos} --out {tmp}/ex-j --short-side 0", "--short-side"),
+    # ---- index
+    case("index-nlist-negative", "index --features {features} --out {tmp}/ix-a --kind ivf --nlist -1", "nlist"),
+    case("index-out-is-file", "index --features {features} --out {afile}", "{afile}"),
+    case("index-out-under-file", "index --features {features} --out {afile}/ix", "{afile}"),
+    case("index-features-is-file", "index --features {afile} --out {tmp}/ix-b", "{afile}"),
+    case("index-features-empty", "index --features {emptydir} --out {tmp}/ix-c", "{emptydir}"),
+    case("index-sidecar-wrong-type", "index --features {features_bad_sidecar} --out {tmp}/ix-d", "num_rows"),
+    case("index-add-corrupt-index", "index --features {features} --out {index_corrupt} --add", "{index_corrupt}"),
+    # ---- serve (startup)
+    case("serve-random-model", "serve --model {rand}", "{rand}"),
+    case("serve-img-size-big", "serve --model {model_big}", "img_size"),
+    case("serve-device-bogus", "serve --model {model} --device bogus", "bogus"),
+    case("serve-device-cuda", "serve --model {model} --device cuda", "cuda"),
+    case("serve-max-batch-0", "serve --model {model} --max-batch 0", "max-batch"),
+    case("serve-port-99999", "serve --model {model} --port 99999", "99999"),
+    case("serve-log-level-bogus", "serve --model {model} --log-level bogus", "bogus"),
+    case("serve-index-corrupt", "serve --model {model} --index {index_corrupt}", "{index_corrupt}"),
+    case("serve-index-empty", "serve --model {model} --index {emptydir}", "{emptydir}"),
+    # ---- heads
+    case("heads-train-batch-size-negative", "heads train nlq --ann {nlq_ann} --features {features} --text-features {text_features} --out {tmp}/hd-a --batch-size -1", "batch"),
+    case("heads-train-epochs-0", "heads train nlq --ann {nlq_ann} --features {features} --text-features {text_features} --out {tmp}/hd-b --epochs 0", "epochs"),
+    case("heads-train-lr-negative", "heads train nlq --ann {nlq_ann} --features {features} --text-features {text_features} --out {tmp}/hd-c --lr -1", "lr"),
+    case("heads-train-out-under-file", "heads train nlq --ann {nlq_ann} --features {features} --text-features {text_features} --out {afile}/hd", "{afile}"),
+    case("heads-train-device-bogus", "heads train nlq --ann {nlq_ann} --features {features} --text-features {text_features} --out {tmp}/hd-d --device bogus", "bogus"),
+    case("heads-train-config-scalar", "heads train nlq --config {scalar_yaml} --ann {nlq_ann} --features {features} --text-features {text_features} --out {tmp}/hd-e", "{scalar_yaml}"),
+    case("heads-predict-random-checkpoint", "heads predict nlq --checkpoint {rand} --ann {nlq_ann} --features {features} --text-features {text_features} --out {tmp}/hd-f.json", "{rand}"),
+    # ---- eval
+    case("eval-egomcq-empty-data", "eval egomcq --model {model} --data {empty_json} --videos {videos}", "{empty_json}"),
+    case("eval-egomcq-frames-0", "eval egomcq --model {model} --data {egomcq} --videos {videos} --frames 0", "--frames"),
+    case("eval-egomcq-device-bogus", "eval egomcq --model {model} --data {egomcq} --videos {videos} --device bogus", "bogus"),
+    case("eval-nlq-gt-missing", "eval nlq --gt {tmp}/no-such-gt.json --pred {nlq_pred}", "no-such-gt.json"),
+    case("eval-nlq-out-under-file", "eval nlq --gt {nlq_gt} --pred {nlq_pred} --out {afile}/m.json", "{afile}"),
+    case("eval-mq-pred-random", "eval mq --gt {mq_gt} --pred {rand}", "{rand}"),
+    case("eval-vq2d-null-visual-crop", "eval vq2d --gt {vq_gt_null_crop} --pred {vq_pred}", "visual_crop"),
+    case("eval-vq2d-null-query-frame", "eval vq2d --gt {vq_gt_null_frame} --pred {vq_pred}", "query_frame"),
+    case("eval-vq2d-width-wide", "eval vq2d --gt {vq_gt_wide} --pred {vq_pred}", "width"),
+]
+# fmt: on
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures: built once
+
+
+def _run(argv: list[str], timeout: float = 300.0) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [PY, "-m", "egovlp", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _check(result: subprocess.CompletedProcess, what: str) -> None:
+    assert result.returncode == 0, f"fixture {what} failed:\n{result.stderr[-2000:]}"
+
+
+def _nlq_files(tmp: Path) -> dict[str, Path]:
+    gt = {
+        "videos": [
+            {
+                "video_uid": "v",
+                "clips": [
+                    {
+                        "clip_uid": "c",
+                        "annotations": [
+                            {
+                                "annotation_uid": "a",
+                                "language_queries": [
+                                    {"clip_start_sec": 0.0, "clip_end_sec": 10.0, "query": "q"}
+                                ],
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
+    pred = {
+        "version": "1.0",
+        "challenge": "ego4d_nlq_challenge",
+        "results": [{"clip_uid": "c", "annotation_uid": "a", "query_idx": 0, "predicted_times": [[0, 5]]}],
+    }
+    label = {"label": "cut", "start_time": 0.0, "end_time": 10.0, "primary": True}
+    mq_gt = {"videos": [{"clips": [{"clip_uid": "c", "annotations": [{"labels": [label]}]}]}]}
+    files = {"nlq_gt": gt, "nlq_pred": pred, "mq_gt": mq_gt}
+    return {k: _write_json(tmp / f"{k}.json", v) for k, v in files.items()}
+
+
+def _vq_files(tmp: Path) -> dict[str, Path]:
+    track = [{"frame_number": 3, "x": 0, "y": 0, "width": 4, "height": 4}]
+
+    def gt(query_set: dict) -> dict:
+        qs = {
+            "is_valid": True,
+            "query_frame": 9,
+            "visual_crop": {**track[0], "frame_number": 8},
+            "response_track": track,
+            **query_set,
+        }
+        clip = {"clip_uid": "c", "annotations": [{"query_sets": {"1": qs}}]}
+        return {"videos": [{"video_uid": "v", "clips": [clip]}]}
+
+    box = {"fno": 3, "x1": 0, "y1": 0, "x2": 4, "y2": 4}
+    clip = {"clip_uid": "c", "predictions": [{"query_sets": {"1": {"bboxes": [box], "score": 1.0}}}]}
+    pred = {"results": {"videos": [{"video_uid": "v", "clips": [clip]}]}}
+    files = {
+        "vq_gt_null_crop": gt({"visual_crop": None}),
+        "vq_gt_null_frame": gt({"query_frame": None}),
+        "vq_gt_wide": gt({"visual_crop": {**track[0], "frame_number": 8, "width": "wide"}}),
+        "vq_pred": pred,
+    }
+    return {k: _write_json(tmp / f"{k}.json", v) for k, v in files.items()}
+
+
+def _write_json(path: Path, obj) -> Path:
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def _model_files(tmp: Path) -> dict[str, Path]:
+    from tests.test_checkpoint import write_official_checkpoint
+
+    torch.manual_seed(0)
+    model = EgoVLP(micro_config())
+    model.save_pretrained(tmp / "model")
+    write_official_checkpoint(model, tmp / "official.pth")
+    cfg = micro_config().to_dict()
+    cfg.pop("name")
+    (tmp / "micro.yaml").write_text(yaml.safe_dump(cfg))
+    big = shutil.copytree(tmp / "model", tmp / "model-big")
+    config = json.loads((big / "config.json").read_text())
+    config["video"]["img_size"] = "big"
+    (big / "config.json").write_text(json.dumps(config))
+    rand = shutil.copytree(tmp / "model", tmp / "model-rand")
+    (rand / "model.safetensors").write_bytes(os.urandom(4096))
+    return {
+        "model": tmp / "model",
+        "pth": tmp / "official.pth",
+        "micro_yaml": tmp / "micro.yaml",
+        "model_big": big,
+        "model_rand": rand,
+    }
+
+
+def _world(tmp: Path) -> dict[str, Path]:
+    from egovlp.synth.cli import synthesize
+    from pretrain.shards import run_shards
+
+    world = tmp / "world"
+    synthesize(world, videos=4, seed=0, short_side=48, duration=12.0, workers=1)
+    shards = tmp / "shards"
+    run_shards(world / "egoclip.csv", world / "videos", shards, frames=4, size=32, workers=0, progress=False)
+    bad = tmp / "bad-shards"
+    bad.mkdir()
+    (bad / "shard-000000.tar").write_bytes(os.urandom(20_000))  # random bytes where a tar should be
+    shutil.copy(shards / "sizes.json", bad / "sizes.json")
+    return {
+        "world": world,
+        "videos": world / "videos",
+        "csv": world / "egoclip.csv",
+        "shards": shards,
+        "bad_shards": bad,
+        "nlq_ann": world / "nlq_train.json",
+        "egomcq": world / "egomcq.json",
+        "video": next(iter(sorted((world / "videos").glob("*.mp4")))),
+    }
+
+
+def _features(tmp: Path, f: dict[str, Path]) -> dict[str, Path]:
+    features, text = tmp / "features", tmp / "text-features"
+    common = ["--model", str(f["model"]), "--no-progress", "--no-pin-cpus", "--device", "cpu"]
+    _check(
+        _run(
+            [
+                "extract",
+                "--preset",
+                "nlq",
+                "--input",
+                str(f["videos"]),
+                "--out",
+                str(features),
+                "--workers",
+                "1",
+                *common,
+            ]
+        ),
+        "extract nlq",
+    )
+    _check(
+        _run(["extract", "--preset", "text", "--input", str(f["nlq_ann"]), "--out", str(text), *common]),
+        "extract text",
+    )
+    index = tmp / "index"
+    _check(_run(["index", "--features", str(features), "--out", str(index)]), "index")
+    corrupt = shutil.copytree(index, tmp / "index-corrupt")
+    for path in corrupt.iterdir():
+        if path.suffix == ".faiss":
+            path.write_bytes(os.urandom(2048))
+    bad = shutil.copytree(features, tmp / "features-bad-sidecar")
+    sidecar = sorted(p for p in bad.glob("*.json"))[0]
+    meta = json.loads(sidecar.read_text())
+    meta["num_rows"] = "many"
+    sidecar.write_text(json.dumps(meta))
+    return {
+        "features": features,
+        "text_features": text,
+        "index": index,
+        "index_corrupt": corrupt,
+        "features_bad_sidecar": bad,
+    }
+
+
+def _configs(tmp: Path, f: dict[str, Path]) -> dict[str, Path]:
+    (tmp / "scalar.yaml").write_text("3\n")
+    (tmp / "invalid.yaml").write_text("a: [1, 2\nb: {\n")
+    (tmp / "empty.json").write_text("{}\n")
+    (tmp / "random.bin").write_bytes(os.urandom(3000))
+    (tmp / "afile").write_text("a regular file where a folder is expected\n")
+    (tmp / "emptydir").mkdir()
+    pretrain = {
+        "model": str(f["micro_yaml"]),
+        "init": "",
+        "output_dir": str(tmp / "pretrain-out"),
+        "data": {"shards": str(f["shards"]), "taxonomy": str(f["world"]), "batch_size": 2, "num_workers": 0},
+        "train": {"steps": 1, "checkpoint_every": 0, "log_every": 1, "warmup_steps": 0},
+    }
+    (tmp / "pretrain.yaml").write_text(yaml.safe_dump(pretrain))
+    pretrain["train"]["steps"] = [2]
+    (tmp / "pretrain-steps-list.yaml").write_text(yaml.safe_dump(pretrain))
+    return {
+        "scalar_yaml": tmp / "scalar.yaml",
+        "invalid_yaml": tmp / "invalid.yaml",
+        "empty_json": tmp / "empty.json",
+        "rand": tmp / "random.bin",
+        "afile": tmp / "afile",
+        "emptydir": tmp / "emptydir",
+        "pretrain_yaml": tmp / "pretrain.yaml",
+        "pretrain_steps_list": tmp / "pretrain-steps-list.yaml",
+    }
+
+
+def build_fixtures(tmp: Path) -> dict[str, str]:
+    f: dict[str, Path] = {"tmp": tmp}
+    f.update(_model_files(tmp))
+    f.update(_world(tmp))
+    f.update(_configs(tmp, f))
+    f.update(_nlq_files(tmp))
+    f.update(_vq_files(tmp))
+    f.update(_features(tmp, f))
+    return {k: str(v) for k, v in f.items()}
+
+
+@pytest.fixture(scope="module")
+def fixtures() -> Iterator[dict[str, str]]:
+    # a private folder, not pytest's numbered tmp: concurrent pytest sessions rotate those away
+    with tempfile.TemporaryDirectory(prefix="egovlp-bad-inputs-") as tmp:
+        yield build_fixtures(Path(tmp))
+
+
+def _run_case(c: Case, f: dict[str, str]) -> tuple[int | None, str]:
+    argv = [a.format(**f) for a in c.argv]
+    timeout = SERVE_TIMEOUT_S if c.argv[0] == "serve" else TIMEOUT_S
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [PY, "-m", "egovlp", *argv],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group: a timeout takes its children with it
+    )
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        return None, f"still running after {timeout:.0f} s (it accepted the input)\n{err[-1500:]}"
+    return proc.returncode, err
+
+
+@pytest.fixture(scope="module")
+def results(fixtures) -> dict[str, tuple[int | None, str]]:
+    out: dict[str, tuple[int | None, str]] = {}
+    lock = threading.Lock()
+
+    def one(c: Case) -> None:
+        got = _run_case(c, fixtures)
+        with lock:
+            out[c.id] = got
+
+    # the cases are mostly interpreter start-up (importing torch): one per core
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        list(pool.map(one, CASES))
+    return out
+
+
+def test_table_is_large_and_covers_every_command():
+    assert len(CASES) >= 60 and len({c.id for c in CASES}) == len(CASES)
+    commands = {c.argv[0] if c.argv[0] != "eval" else f"eval {c.argv[1]}" for c in CASES}
+    commands |= {f"heads {c.argv[1]}" for c in CASES if c.argv[0] == "heads"}
+    for command in (
+        "convert",
+        "embed",
+        "synth",
+        "shard",
+        "loader",
+        "pretrain",
+        "extract",
+        "index",
+        "serve",
+        "heads train",
+        "heads predict",
+        "eval egomcq",
+        "eval nlq",
+        "eval mq",
+        "eval vq2d",
+    ):
+        assert command in commands, command
+
+
+@pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_line_exit_2(c: Case, results, fixtures):
+    code, stderr = results[c.id]
+    shown = "egovlp " + " ".join(a.format(**fixtures) for a in c.argv)
+    assert "Traceback" not in stderr, f"{shown}\n{stderr[-3000:]}"
+    assert code == 2, f"{shown}: exit {code}\n{stderr[-3000:]}"
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"{shown}: {len(lines)} stderr lines:\n{stderr[-3000:]}"
+    assert lines[0].startswith("egovlp "), lines[0]
+    assert c.names.format(**fixtures) in lines[0], f"{shown}: the line does not name {c.names!r}: {lines[0]}"

@@ -1,0 +1,125 @@
+"""A full disk: extraction, text features and `egovlp index` writing into a nearly full tmpfs.
+
+Each run must end by itself (no signal death), in one error line (exit 2) or with the failures in
+its manifest (exit 1), and leave no temp file behind; once space is freed, a rerun completes.
+Skipped where a tmpfs cannot be mounted (no root, or no CAP_SYS_ADMIN in a container).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from egovlp.model import EgoVLP
+from tests.conftest import micro_config
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = str(ROOT / ".venv" / "bin" / "python")
+TMPFS_SIZE = "3m"
+LEAVE_FREE = 2 * 4096  # two pages: the run gets going, then a write fails part-way
+
+
+def _egovlp(argv: list[str], timeout: float = 300.0) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [PY, "-m", "egovlp", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def data() -> Iterator[dict[str, Path]]:
+    from egovlp.synth.cli import synthesize
+
+    with tempfile.TemporaryDirectory(prefix="egovlp-disk-full-") as name:
+        tmp = Path(name)
+        torch.manual_seed(0)
+        EgoVLP(micro_config()).save_pretrained(tmp / "model")
+        synthesize(tmp / "world", videos=4, seed=0, short_side=48, duration=12.0, workers=1)
+        yield {"tmp": tmp, "model": tmp / "model", "world": tmp / "world"}
+
+
+@pytest.fixture
+def full_disk(data) -> Iterator[Path]:
+    """A 3 MiB tmpfs filled up to LEAVE_FREE bytes; unmounted afterwards."""
+    mnt = Path(tempfile.mkdtemp(prefix="full-", dir=data["tmp"]))
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
+    try:
+        stat = os.statvfs(mnt)
+        with open(mnt / "filler", "wb") as f:
+            f.write(b"\0" * (stat.f_bavail * stat.f_frsize - LEAVE_FREE))
+        yield mnt
+    finally:
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+        shutil.rmtree(mnt, ignore_errors=True)
+
+
+def _temps(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name.endswith(".tmp"))
+
+
+def _check_failed_cleanly(result: subprocess.CompletedProcess, out: Path, mnt: Path) -> None:
+    assert result.returncode >= 0, f"killed by signal {-result.returncode}\n{result.stderr[-3000:]}"
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.returncode in (1, 2), f"exit {result.returncode} on a full disk\n{result.stderr[-2000:]}"
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    if result.returncode == 2:  # one line naming what could not be written
+        assert lines and lines[-1].startswith("egovlp ") and "space" in lines[-1], result.stderr[-2000:]
+    else:  # failed rows in the manifest, or a line saying why the manifest could not be written
+        manifest = out / "manifest.parquet"
+        if manifest.is_file():
+            import pyarrow.parquet as pq
+
+            statuses = pq.read_table(manifest).column("status").to_pylist()
+            assert "failed" in statuses, statuses
+        else:
+            assert any("manifest" in line and "space" in line for line in lines), result.stderr[-2000:]
+    assert _temps(mnt) == [], f"temp files left on the full disk: {_temps(mnt)}"
+
+
+def _rerun_after_freeing(argv: list[str], mnt: Path) -> None:
+    (mnt / "filler").unlink()
+    result = _egovlp(argv)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _temps(mnt) == []
+
+
+def _extract_argv(data: dict[str, Path], preset: str, out: Path) -> list[str]:
+    world = data["world"]
+    source = world / "nlq_train.json" if preset == "text" else world / "videos"
+    return [
+        *("extract", "--model", str(data["model"]), "--preset", preset, "--input", str(source)),
+        *("--out", str(out), "--no-progress", "--no-pin-cpus", "--device", "cpu", "--workers", "1"),
+    ]
+
+
+@pytest.mark.parametrize("preset", ["vq2d", "nlq", "text"])
+def test_extract_into_a_full_disk(data, full_disk, preset):
+    out = full_disk / preset
+    argv = _extract_argv(data, preset, out)
+    _check_failed_cleanly(_egovlp(argv), out, full_disk)
+    _rerun_after_freeing(argv, full_disk)
+
+
+def test_index_into_a_full_disk(data, full_disk):
+    features = data["tmp"] / "features"
+    if not (features / "manifest.parquet").is_file():
+        made = _egovlp(_extract_argv(data, "nlq", features))
+        assert made.returncode == 0, made.stderr[-3000:]
+    out = full_disk / "index"
+    argv = ["index", "--features", str(features), "--out", str(out)]
+    _check_failed_cleanly(_egovlp(argv), out, full_disk)
+    _rerun_after_freeing(argv, full_disk)
