@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from egovlp import video as V
+from egovlp import video_backends as B
 from egovlp.errors import VideoReadError
 from egovlp.transforms import (
     IMAGENET_MEAN,
@@ -161,10 +162,10 @@ def test_decord_failure_falls_back_to_pyav(clip_path, monkeypatch):
     def broken(path, pick):
         raise RuntimeError("decord cannot open this")
 
-    monkeypatch.setattr(V, "_decord_decode", broken)
+    monkeypatch.setattr(B, "_decord_decode", broken)
     assert frame_ids(V.read_frames(clip_path, [7, 8])) == [7, 8]
     monkeypatch.setenv(V.BACKEND_ENV, "decord")  # forced: no fallback
-    monkeypatch.setattr(V, "_importable", lambda name: True)
+    monkeypatch.setattr(B, "importable", lambda name: True)
     with pytest.raises(VideoReadError, match="decord cannot open this"):
         V.read_frames(clip_path, [7])
 
