@@ -10,6 +10,7 @@ is its own):
 - exactness: frames at sampled indices (`read_frames`) and times (`read_frames_at`) against a
   reference decode (PyAV, every frame in order): identical bytes, max abs difference, and how many
   came from a neighbouring frame instead (an index or time mapping off by one);
+- `--nvdec`: torchcodec decoding on CUDA (window reads, and the max difference to the reference);
 - memory: RSS growth (MiB) over `--reads` random-access reads (4 frames of a random 1-8 s clip of a
   random file, the pretraining loader's access), after 100 warm-up reads; and reads per second.
 Prints one JSON object (also written to --out).
@@ -145,7 +146,42 @@ def random_reads(paths: list[Path], reads: int, seed: int) -> dict:
     }  # fmt: skip
 
 
+def nvdec(paths: list[Path], samples: int) -> dict:
+    """torchcodec on CUDA (NVDEC): window reads as above, and the max difference to the reference."""
+    import torch
+    from torchcodec.decoders import VideoDecoder
+
+    from extract.sampling import window_plan
+
+    if not torch.cuda.is_available():
+        return {"backend": "nvdec", "error": "no CUDA device"}
+    frames, video_seconds, t0 = 0, 0.0, time.perf_counter()
+    for path in paths:
+        decoder = VideoDecoder(str(path), device="cuda", seek_mode="exact")
+        meta = decoder.metadata
+        video_seconds += meta.num_frames / meta.average_fps
+        plan = window_plan(0.0, meta.num_frames / meta.average_fps, meta.average_fps, meta.num_frames)
+        for r0 in range(0, plan.num_rows, 64):
+            frames += len(decoder.get_frames_at(plan.indices[r0 : r0 + 64].reshape(-1).tolist()).data)
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    idx = list(range(2, 2 + samples))
+    ref = reference(paths[0], set(idx))
+    got = VideoDecoder(str(paths[0]), device="cuda").get_frames_at(idx).data.permute(0, 2, 3, 1).cpu().numpy()
+    diff = max(
+        int(np.abs(g.astype(np.int16) - ref[i].astype(np.int16)).max()) for i, g in zip(idx, got, strict=True)
+    )
+    return {
+        "backend": "nvdec",
+        "window": {"frames": frames, "seconds": round(seconds, 3), "frames_per_s": round(frames / seconds, 1),
+                   "x_realtime": round(video_seconds / seconds, 1)},
+        "exactness": {"frames": len(idx), "max_abs_diff": diff},
+    }  # fmt: skip
+
+
 def worker(backend: str, paths: list[Path], reads: int, samples: int) -> dict:
+    if backend == "nvdec":
+        return nvdec(paths, samples)
     os.environ[V.BACKEND_ENV] = backend
     problem = V.check_backend(backend)
     if problem:
@@ -166,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reads", type=int, default=2000, help="random-access reads for the memory check")
     p.add_argument("--samples", type=int, default=40, help="sampled indices and times per file (exactness)")
     p.add_argument("--backends", default=None, help="comma list (default: every installed backend)")
+    p.add_argument("--nvdec", action="store_true", help="also torchcodec on CUDA (NVDEC), when it loads")
     p.add_argument("--out", default=None, help="also write the JSON here")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -179,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             paths = make_videos(Path(tmp), args.count, args.seconds)
         backends = args.backends.split(",") if args.backends else V.available_backends()
+        if args.nvdec:
+            backends.append("nvdec")
         results = []
         for name in backends:
             cmd = [sys.executable, __file__, "--worker", name, "--videos", os.pathsep.join(map(str, paths)),
