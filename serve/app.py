@@ -36,9 +36,7 @@ def create_app(
 ) -> FastAPI:
     """The ASGI app. Give a loaded `backend`, or a `loader()` run in the background at startup
     (default: load settings.model / settings.index)."""
-    if backend is not None:
-        loader = lambda: backend  # noqa: E731 - already loaded: "loading" returns it at once
-    elif loader is None:
+    if loader is None:
 
         def loader() -> ModelBackend:
             return load_backend(
@@ -51,12 +49,13 @@ def create_app(
             )
 
     state = AppState(settings, loader)
+    state.backend_ = backend  # None: the loader runs in the background at startup
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         await state.start()
         if backend is not None:
-            await state.load()  # instant: ready before the first request
+            await state.load()  # only the decode workers: ready before the first request
             task = None
         else:
             task = asyncio.ensure_future(state.load())

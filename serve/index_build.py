@@ -112,7 +112,7 @@ def plan_index(n: int, dim: int, kind: str = "auto", nlist: int | None = None) -
     if kind == "ivf":
         return BuildPlan("ivf", f"IVF{nlist},Flat", nlist, [{"nprobe": p} for p in probes])
     factory = pq_factory(dim, nlist)
-    extra = {"k_factor": REFINE_K_FACTOR} if "Refine" in factory else {}
+    extra = {"k_factor_rf": REFINE_K_FACTOR} if "Refine" in factory else {}
     return BuildPlan("pq", factory, nlist, [{"nprobe": p, **extra} for p in probes])
 
 

@@ -83,6 +83,7 @@ class AppState:
             settings.max_decodes, settings.max_decode_waiting, settings.max_decode_bytes, self.metrics
         )
         self.backend_: ModelBackend | None = None
+        self.loaded = False  # backend there and the decode workers started
         self.load_error: str | None = None
         self.text_batcher = Batcher(
             "text",
@@ -114,7 +115,11 @@ class AppState:
     async def load(self) -> None:
         try:
             await asyncio.to_thread(self.decode_pool.start)
-            self.backend_ = await asyncio.get_running_loop().run_in_executor(self.model_thread, self.loader)
+            if self.backend_ is None:
+                self.backend_ = await asyncio.get_running_loop().run_in_executor(
+                    self.model_thread, self.loader
+                )
+            self.loaded = True
             self.metrics.ready.set(1)
         except Exception as err:  # noqa: BLE001 - reported by /ready and the log
             self.load_error = " ".join(str(err).split())[:300]
@@ -128,16 +133,18 @@ class AppState:
 
     # ---- what routes ask
 
+    @property
+    def ready(self) -> bool:
+        return (
+            self.backend_ is not None and self.loaded and self.text_batcher.alive and self.video_batcher.alive
+        )
+
     def backend(self) -> ModelBackend:
-        if self.backend_ is None:
+        if self.backend_ is None or not self.loaded:
             raise NotReady(
                 "model is loading" if self.load_error is None else f"model failed to load: {self.load_error}"
             )
         return self.backend_
-
-    @property
-    def ready(self) -> bool:
-        return self.backend_ is not None and self.text_batcher.alive and self.video_batcher.alive
 
     def check_ready(self) -> ModelBackend:
         backend = self.backend()

@@ -42,14 +42,17 @@ def index_dir(micro_model, tmp_path_factory) -> Path:
     from serve.index import build_index
 
     feats = tmp_path_factory.mktemp("features")
+    from egovlp.features import model_identity
+
     rng = np.random.default_rng(0)
     h = micro_model.cfg.config_hash()
+    w = model_identity(micro_model, "micro").weights_hash
     for i in range(3):
-        write_features(
-            feats, f"clip{i}", rng.standard_normal((6, 16)).astype(np.float32), h, video_uid=f"v{i}"
-        )
+        arr = rng.standard_normal((6, 16)).astype(np.float32)
+        write_features(feats, f"clip{i}", arr, h, video_uid=f"v{i}", weights_hash=w)
     target = micro_model.encode_text(["#C C opens the fridge"]).numpy()
-    write_features(feats, "fridge", np.concatenate([rng.standard_normal((2, 16)), target]), h, video_uid="vf")
+    arr = np.concatenate([rng.standard_normal((2, 16)), target])
+    write_features(feats, "fridge", arr, h, video_uid="vf", weights_hash=w)
     out = tmp_path_factory.mktemp("index")
     build_index(feats, out)
     return out

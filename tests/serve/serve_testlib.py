@@ -27,7 +27,13 @@ def write_video(path: Path, seconds: float = 3.0, fps: int = 10, color: int = 0,
 
 
 def write_features(
-    folder: Path, name: str, arr: np.ndarray, config_hash: str, fmt: str = "pt", video_uid: str = "vid"
+    folder: Path,
+    name: str,
+    arr: np.ndarray,
+    config_hash: str,
+    fmt: str = "pt",
+    video_uid: str = "vid",
+    weights_hash: str | None = None,
 ) -> None:
     """One extractor-style feature file + its sidecar (1.875 rows/s windows of 16/30 s)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -52,6 +58,7 @@ def write_features(
         "dim": int(arr.shape[1]),
         "model": "micro",
         "config_hash": config_hash,
+        "weights_hash": weights_hash,
         "preset": "nlq",
         "compat": False,
     }
