@@ -56,13 +56,11 @@ CASES: list[Case] = [
     case("convert-out-under-file", "convert {pth} {afile}/out --config {micro_yaml}", "{afile}"),
     case("convert-random-bytes", "convert {rand} {tmp}/conv-rand", "{rand}"),
     case("convert-config-scalar", "convert {pth} {tmp}/conv-scalar --config {scalar_yaml}", "{scalar_yaml}"),
-    case("convert-config-is-dir", "convert {pth} {tmp}/conv-dir --config {emptydir}", "{emptydir}"),
     case("embed-frames-0", "embed --model {model} --video {video} --frames 0", "--frames"),
     case("embed-device-bogus", "embed --model {model} --text hi --device bogus", "bogus"),
     case("embed-device-cuda", "embed --model {model} --text hi --device cuda", "cuda"),
     case("embed-img-size-big", "embed --model {model_big} --text hi", "img_size"),
     case("embed-random-safetensors", "embed --model {model_rand} --text hi", "{model_rand}"),
-    case("embed-random-pth", "embed --model {rand} --text hi", "{rand}"),
     case("embed-start-negative", "embed --model {model} --video {video} --start -1", "--start"),
     # ---- synth
     case("synth-seed-negative", "synth {tmp}/synth-a --seed -1", "--seed"),
@@ -70,12 +68,10 @@ CASES: list[Case] = [
     case("synth-out-is-file", "synth {afile}", "{afile}"),
     case("synth-out-under-file", "synth {afile}/world", "{afile}"),
     case("synth-out-in-proc", "synth /proc/egovlp-synth", "/proc/egovlp-synth"),
-    case("synth-duration-0", "synth {tmp}/synth-c --duration 0", "--duration"),
     # ---- shard
     case("shard-frames-0", "shard --csv {csv} --videos {videos} --out {tmp}/sh-a --frames 0", "--frames"),
     case("shard-workers-negative", "shard --csv {csv} --videos {videos} --out {tmp}/sh-b --workers -1", "--workers"),
     case("shard-out-is-file", "shard --csv {csv} --videos {videos} --out {afile}", "{afile}"),
-    case("shard-out-under-file", "shard --csv {csv} --videos {videos} --out {afile}/sh", "{afile}"),
     case("shard-videos-is-file", "shard --csv {csv} --videos {afile} --out {tmp}/sh-c", "{afile}"),
     case("shard-csv-random-bytes", "shard --csv {rand} --videos {videos} --out {tmp}/sh-d", "{rand}"),
     case("shard-all-videos-missing", "shard --csv {csv} --videos {emptydir} --out {tmp}/sh-e --workers 0", "{emptydir}"),
@@ -88,7 +84,6 @@ CASES: list[Case] = [
     case("pretrain-steps-negative", "pretrain --config {pretrain_yaml} train.steps=-3", "steps"),
     case("pretrain-checkpoint-every-negative", "pretrain --config {pretrain_yaml} train.checkpoint_every=-1", "checkpoint_every"),
     case("pretrain-grad-accum-0", "pretrain --config {pretrain_yaml} train.grad_accum=0", "grad_accum"),
-    case("pretrain-lr-negative", "pretrain --config {pretrain_yaml} train.lr=-1", "lr"),
     case("pretrain-batch-size-0", "pretrain --config {pretrain_yaml} data.batch_size=0", "batch_size"),
     case("pretrain-num-processes-negative", "pretrain --config {pretrain_yaml} --num-processes -2", "num-processes"),
     case("pretrain-steps-list", "pretrain --config {pretrain_steps_list}", "steps"),
@@ -100,7 +95,6 @@ CASES: list[Case] = [
     case("pretrain-corrupt-shard-tar", "pretrain --config {pretrain_yaml} data.shards={bad_shards}", "shard-000000.tar"),
     # ---- extract
     case("extract-batch-size-0", "extract --model {model} --preset nlq --input {videos} --out {tmp}/ex-a --batch-size 0", "--batch-size"),
-    case("extract-workers-negative", "extract --model {model} --preset nlq --input {videos} --out {tmp}/ex-b --workers -1", "--workers"),
     case("extract-device-bogus", "extract --model {model} --preset nlq --input {videos} --out {tmp}/ex-c --device bogus", "bogus"),
     case("extract-device-cuda", "extract --model {model} --preset nlq --input {videos} --out {tmp}/ex-d --device cuda", "cuda"),
     case("extract-out-is-file", "extract --model {model} --preset nlq --input {videos} --out {afile}", "{afile}"),
@@ -110,11 +104,9 @@ CASES: list[Case] = [
     case("extract-defaults-invalid", "extract --defaults {invalid_yaml} --model {model} --preset nlq --input {videos} --out {tmp}/ex-g", "{invalid_yaml}"),
     case("extract-img-size-big", "extract --model {model_big} --preset nlq --input {videos} --out {tmp}/ex-h", "img_size"),
     case("extract-random-model", "extract --model {rand} --preset nlq --input {videos} --out {tmp}/ex-i", "{rand}"),
-    case("extract-short-side-0", "extract --model {model} --preset nlq --input {videos} --out {tmp}/ex-j --short-side 0", "--short-side"),
     # ---- index
     case("index-nlist-negative", "index --features {features} --out {tmp}/ix-a --kind ivf --nlist -1", "nlist"),
     case("index-out-is-file", "index --features {features} --out {afile}", "{afile}"),
-    case("index-out-under-file", "index --features {features} --out {afile}/ix", "{afile}"),
     case("index-features-is-file", "index --features {afile} --out {tmp}/ix-b", "{afile}"),
     case("index-features-empty", "index --features {emptydir} --out {tmp}/ix-c", "{emptydir}"),
     case("index-sidecar-wrong-type", "index --features {features_bad_sidecar} --out {tmp}/ix-d", "num_rows"),
@@ -139,8 +131,6 @@ CASES: list[Case] = [
     case("heads-predict-random-checkpoint", "heads predict nlq --checkpoint {rand} --ann {nlq_ann} --features {features} --text-features {text_features} --out {tmp}/hd-f.json", "{rand}"),
     # ---- eval
     case("eval-egomcq-empty-data", "eval egomcq --model {model} --data {empty_json} --videos {videos}", "{empty_json}"),
-    case("eval-egomcq-frames-0", "eval egomcq --model {model} --data {egomcq} --videos {videos} --frames 0", "--frames"),
-    case("eval-egomcq-device-bogus", "eval egomcq --model {model} --data {egomcq} --videos {videos} --device bogus", "bogus"),
     case("eval-nlq-gt-missing", "eval nlq --gt {tmp}/no-such-gt.json --pred {nlq_pred}", "no-such-gt.json"),
     case("eval-nlq-out-under-file", "eval nlq --gt {nlq_gt} --pred {nlq_pred} --out {afile}/m.json", "{afile}"),
     case("eval-mq-pred-random", "eval mq --gt {mq_gt} --pred {rand}", "{rand}"),
@@ -153,17 +143,6 @@ CASES: list[Case] = [
 
 # --------------------------------------------------------------------------------------------
 # fixtures: built once
-
-
-def _run(argv: list[str], timeout: float = 300.0) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [PY, "-m", "egovlp", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def _check(result: subprocess.CompletedProcess, what: str) -> None:
-    assert result.returncode == 0, f"fixture {what} failed:\n{result.stderr[-2000:]}"
 
 
 def _nlq_files(tmp: Path) -> dict[str, Path]:
@@ -279,31 +258,33 @@ def _world(tmp: Path) -> dict[str, Path]:
 
 
 def _features(tmp: Path, f: dict[str, Path]) -> dict[str, Path]:
+    from egovlp.cli import run as cli_run
+
     features, text = tmp / "features", tmp / "text-features"
-    common = ["--model", str(f["model"]), "--no-progress", "--no-pin-cpus", "--device", "cpu"]
-    _check(
-        _run(
-            [
-                "extract",
-                "--preset",
-                "nlq",
-                "--input",
-                str(f["videos"]),
-                "--out",
-                str(features),
-                "--workers",
-                "1",
-                *common,
-            ]
-        ),
-        "extract nlq",
-    )
-    _check(
-        _run(["extract", "--preset", "text", "--input", str(f["nlq_ann"]), "--out", str(text), *common]),
-        "extract text",
-    )
+    common = [
+        "--model",
+        str(f["model"]),
+        "--no-progress",
+        "--no-pin-cpus",
+        "--device",
+        "cpu",
+        "--workers",
+        "1",
+    ]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    jobs = {  # the two extractions side by side (decode workers fork: not from this process)
+        what: subprocess.Popen([PY, "-m", "egovlp", "extract", *argv, *common], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for what, argv in {
+            "nlq": ["--preset", "nlq", "--input", str(f["videos"]), "--out", str(features)],
+            "text": ["--preset", "text", "--input", str(f["nlq_ann"]), "--out", str(text)],
+        }.items()
+    }  # fmt: skip
+    for what, job in jobs.items():
+        _, err = job.communicate(timeout=300)
+        assert job.returncode == 0, f"fixture extract {what} failed:\n{err[-2000:]}"
     index = tmp / "index"
-    _check(_run(["index", "--features", str(features), "--out", str(index)]), "index")
+    assert cli_run(["index", "--features", str(features), "--out", str(index)]) == 0
     corrupt = shutil.copytree(index, tmp / "index-corrupt")
     for path in corrupt.iterdir():
         if path.suffix == ".faiss":
@@ -313,13 +294,8 @@ def _features(tmp: Path, f: dict[str, Path]) -> dict[str, Path]:
     meta = json.loads(sidecar.read_text())
     meta["num_rows"] = "many"
     sidecar.write_text(json.dumps(meta))
-    return {
-        "features": features,
-        "text_features": text,
-        "index": index,
-        "index_corrupt": corrupt,
-        "features_bad_sidecar": bad,
-    }
+    return {"features": features, "text_features": text, "index": index, "index_corrupt": corrupt,
+            "features_bad_sidecar": bad}  # fmt: skip
 
 
 def _configs(tmp: Path, f: dict[str, Path]) -> dict[str, Path]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 import torch
 
 from egovlp.cli import run
@@ -123,3 +124,51 @@ def test_convert_command_and_console_script(tmp_path):
         [sys.executable, "-m", "egovlp", "nonsense"], cwd=ROOT, capture_output=True, text=True
     )
     assert bad.returncode == 2
+
+
+def test_embed_into_a_closed_pipe_exits_quietly(tmp_path):
+    """`egovlp embed ... | head -c 20`: the reader leaves early; no BrokenPipeError traceback."""
+    model = micro_dir(tmp_path)
+    texts = [
+        a for i in range(400) for a in ("--text", f"text number {i}")
+    ]  # ~130 KB of JSON: > a pipe buffer
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "egovlp", "embed", "--model", str(model), *texts],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout.read(20).startswith(b'{"model"')
+    proc.stdout.close()  # like `head` exiting
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, stderr  # the shell's code for a SIGPIPE end
+    assert stderr.strip() == "", stderr
+
+
+def _raise_disk_full(argv):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device", "/data/out/features.pt")
+
+
+def _raise_bug(argv):
+    raise OSError(22, "Invalid argument")  # no path, not a disk error: a bug keeps its traceback
+
+
+def test_write_errors_and_argparse_errors_are_one_line(monkeypatch, capsys):
+    from egovlp import cli
+
+    monkeypatch.setitem(cli.COMMANDS, "diskfull", ("tests.test_cli:_raise_disk_full", "test"))
+    monkeypatch.setitem(cli.COMMANDS, "bug", ("tests.test_cli:_raise_bug", "test"))
+    assert run(["diskfull"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == "egovlp diskfull: error: /data/out/features.pt: cannot write (no space left on the device)\n"
+    )
+    with pytest.raises(OSError, match="Invalid argument"):
+        run(["bug"])
+    with pytest.raises(SystemExit) as exited:  # argparse: one line naming the flag, no usage block
+        run(["synth", "out", "--videos", "0"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "argument --videos: must be a positive integer, got 0" in err
