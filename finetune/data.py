@@ -30,6 +30,9 @@ from egovlp.video import read_ego4d_frames, resolve_ego4d_video
 log = logging.getLogger(__name__)
 
 SOURCE_FPS = 30.0  # FHO frame numbers are positions on the 30 fps grid (C.7)
+# frames preloaded in this process, shared by every dataset over the same clips (one decode per
+# process, e.g. for the OSCC and PNR runs of the benchmark): (videos, unique_id, frames, size) -> uint8
+_PRELOADED: dict[tuple[str, str, int, int], np.ndarray] = {}
 
 
 def sample_frames(clip: FHOClip, num_frames: int = 16) -> list[int]:
@@ -104,7 +107,10 @@ class FHOClips(torch.utils.data.Dataset):
         from tqdm import tqdm
 
         for i in tqdm(range(len(self.clips)), desc="decode clips", disable=not progress, leave=False):
-            self.cache[i] = self.frames(i)
+            key = (os.fspath(self.videos), self.clips[i].unique_id, self.num_frames, self.size)
+            if key not in _PRELOADED:
+                _PRELOADED[key] = self.frames(i)
+            self.cache[i] = _PRELOADED[key]
 
     def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, int, int]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
