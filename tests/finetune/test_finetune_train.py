@@ -128,6 +128,14 @@ def test_starting_points(tmp_path):
     )
     out = model(torch.randn(2, 16, 3, 48, 48))
     assert out.shape == (2, 2)
+    # from a timm image ViT: its patch embedding, time attention starting as a no-op
+    from timm.models.vision_transformer import VisionTransformer
+
+    vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=0)
+    torch.save(vit.state_dict(), tmp_path / "vit.pt")
+    model = create_classifier("oscc", f"vit:{tmp_path / 'vit.pt'}", str(tmp_path / "micro.yaml"))
+    torch.testing.assert_close(model.video_model.patch_embed.proj.weight, vit.patch_embed.proj.weight)
+    assert model.video_model.blocks[0].timeattn.qkv.weight.abs().sum() == 0
 
 
 def test_processes_share_each_epoch_evenly():
