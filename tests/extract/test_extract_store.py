@@ -46,11 +46,19 @@ def two_videos(tmp_path, index_videos) -> Path:
     return folder
 
 
-def test_rerun_recomputes_for_other_weights_or_sampling(tmp_path, two_videos, micro_model_dir):
+@pytest.fixture
+def one_video(tmp_path, index_videos) -> Path:
+    folder = tmp_path / "one"
+    folder.mkdir()
+    shutil.copy(index_videos / "vid25.mp4", folder / "b.mp4")
+    return folder
+
+
+def test_rerun_recomputes_for_other_weights_or_sampling(tmp_path, one_video, micro_model_dir):
     out = tmp_path / "out"
-    base = ("--model", micro_model_dir, "--preset", "nlq", "--input", two_videos, "--out", out)
+    base = ("--model", micro_model_dir, "--preset", "nlq", "--input", one_video, "--out", out)
     assert _run(*base) == 0
-    first = json.loads((out / "a.json").read_text())
+    first = json.loads((out / "b.json").read_text())
     assert len(first["weights_hash"]) == 16 and first["short_side"] is None and first["compat"] is False
     assert _run(*base) == 0 and set(_statuses(out).values()) == {"skipped"}  # same weights: skipped
     # same architecture, one weight changed: a different model, every output redone
@@ -61,7 +69,7 @@ def test_rerun_recomputes_for_other_weights_or_sampling(tmp_path, two_videos, mi
     model.save_pretrained(str(other))
     assert _run("--model", other, *base[2:]) == 0
     assert set(_statuses(out).values()) == {"ok"}
-    second = json.loads((out / "a.json").read_text())
+    second = json.loads((out / "b.json").read_text())
     assert second["config_hash"] == first["config_hash"] and second["weights_hash"] != first["weights_hash"]
     assert _run("--model", other, *base[2:]) == 0 and set(_statuses(out).values()) == {"skipped"}
     # other sampling: --compat and --short-side are different outputs too
@@ -141,7 +149,7 @@ def _cli(*args) -> subprocess.CompletedProcess:
 
 
 def test_full_disk_fails_rows_cleanly_and_a_rerun_completes(
-    small_fs, tmp_path, index_videos, micro_model_dir
+    small_fs, tmp_path, index_videos, micro_model_dir, capsys
 ):
     vq = {"videos": [{"video_uid": "vid30", "clips": [
         {"clip_uid": f"c{i}", "clip_fps": 5.0, "video_start_sec": 0.0, "video_end_sec": 5.0, "annotations": []}
@@ -166,13 +174,23 @@ def test_full_disk_fails_rows_cleanly_and_a_rerun_completes(
     nlq.write_text(json.dumps({"videos": [{"video_uid": "v", "clips": [{"clip_uid": "c", "video_start_sec": 0,
         "video_end_sec": 5, "annotations": [{"annotation_uid": "a", "language_queries": queries}]}]}]}))  # fmt: skip
     _fill(small_fs, 0, "filler2")
-    done = _cli("--model", micro_model_dir, "--preset", "text", "--input", nlq, "--out", out, "--text-tokens")
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1 and "no space left" in done.stderr
+    argv = [
+        "extract",
+        "--model",
+        str(micro_model_dir),
+        "--preset",
+        "text",
+        "--input",
+        str(nlq),
+        "--out",
+        str(out),
+    ]
+    assert _dispatch([*argv, "--text-tokens", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no space left" in err and str(out) in err
     for path in small_fs.glob("filler*"):
         path.unlink()
-    done = _cli(*args)
-    assert done.returncode == 0, done.stderr
+    assert _run(*args) == 0
     rerun = read_manifest(out / "manifest.parquet")
     assert sorted(r["name"] for r in rerun if r["status"] == "ok") == failed  # the rest was complete
     assert {r["status"] for r in rerun if r["name"] not in failed} == {"skipped"}
