@@ -21,15 +21,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_model import _cpu_flash_flops, matmul_gflops, timed  # noqa: E402
 
 import egovlp  # noqa: E402
+from egovlp.training import create_optimizer  # noqa: E402
 from pretrain.config import TrainOptions  # noqa: E402
-from pretrain.train import create_optimizer, global_egonce  # noqa: E402
+from pretrain.train import global_egonce  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
 
 
 def make_step(name: str, device: torch.device, batch: int, frames: int, amp: torch.dtype | None):
     model = egovlp.create_model(CONFIGS / f"{name}.yaml", device=str(device)).train()
-    opt = create_optimizer(model, TrainOptions(lr=1e-4))
+    opt = create_optimizer(model, lr=1e-4, weight_decay=0.01)
     size = model.cfg.video.img_size
     data = {
         "video": torch.randn(batch, frames, 3, size, size, device=device),
