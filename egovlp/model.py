@@ -7,6 +7,7 @@ checkpoint's, so its state dict loads after stripping the DDP `module.` prefix.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Sequence
 
 import torch
@@ -21,15 +22,9 @@ from egovlp.video_tower import SpaceTimeTransformer
 
 def create_text_tower(cfg: TextTowerConfig) -> DistilBertModel:
     """A DistilBERT with the distilbert-base-uncased defaults, built from the config (no download)."""
+    # the config's field names are DistilBertConfig's own (vocab_size, dim, n_layers, ...)
     hf_cfg = DistilBertConfig(
-        vocab_size=cfg.vocab_size,
-        dim=cfg.dim,
-        n_layers=cfg.n_layers,
-        n_heads=cfg.n_heads,
-        hidden_dim=cfg.hidden_dim,
-        max_position_embeddings=cfg.max_position_embeddings,
-        sinusoidal_pos_embds=False,
-        attn_implementation="sdpa",
+        **dataclasses.asdict(cfg), sinusoidal_pos_embds=False, attn_implementation="sdpa"
     )
     return DistilBertModel(hf_cfg)
 
