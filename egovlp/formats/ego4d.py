@@ -211,12 +211,13 @@ def _video_uid(doc: _Doc, video: dict, clip: dict, where: str) -> str:
 # readers
 
 
-def read_nlq(path: str | os.PathLike) -> list[NLQClip]:
-    """NLQ annotation file -> clips with their language queries, in file order."""
+def _read_annotated_clips(path: str | os.PathLike, record_type, item_key: str, add_item) -> list:
+    """videos[] -> clips[] -> annotations[] -> `item_key`[]: one record per clip, in file order;
+    `add_item(doc, record, ann, awhere, index, item, where)` checks one item and adds it to the record."""
     doc = _Doc(Path(path))
-    out: list[NLQClip] = []
+    out = []
     for _vi, _ci, video, clip, where in _clips(doc, read_json(path)):
-        record = NLQClip(
+        record = record_type(
             video_uid=_video_uid(doc, video, clip, where),
             clip_uid=doc.get_str(clip, "clip_uid", where),
             **_clip_times(doc, clip, where),
@@ -224,50 +225,46 @@ def read_nlq(path: str | os.PathLike) -> list[NLQClip]:
         for ai, ann in enumerate(doc.get_list(clip, "annotations", where, required=False)):
             awhere = f"{where}.annotations[{ai}]"
             ann = doc.obj(ann, awhere)
-            ann_uid = doc.get_str(ann, "annotation_uid", awhere)
-            for qi, q in enumerate(doc.get_list(ann, "language_queries", awhere)):
-                qwhere = f"{awhere}.language_queries[{qi}]"
-                q = doc.obj(q, qwhere)
-                text = q.get("query")
-                text = text.strip() if isinstance(text, str) and text.strip() else None
-                start = doc.get_num(q, "clip_start_sec", qwhere, required=False)
-                end = doc.get_num(q, "clip_end_sec", qwhere, required=False)
-                if start is not None and end is not None and end < start:
-                    raise doc.fail(qwhere, f"clip_end_sec {end} is before clip_start_sec {start}")
-                template = q.get("template") if isinstance(q.get("template"), str) else None
-                record.queries.append(NLQQuery(ann_uid, qi, text, template, start, end))
+            for ii, item in enumerate(doc.get_list(ann, item_key, awhere)):
+                iwhere = f"{awhere}.{item_key}[{ii}]"
+                add_item(doc, record, ann, awhere, ii, doc.obj(item, iwhere), iwhere)
         out.append(record)
     return out
+
+
+def _add_query(doc: _Doc, record: NLQClip, ann: dict, awhere: str, qi: int, q: dict, where: str) -> None:
+    text = q.get("query")
+    text = text.strip() if isinstance(text, str) and text.strip() else None
+    start = doc.get_num(q, "clip_start_sec", where, required=False)
+    end = doc.get_num(q, "clip_end_sec", where, required=False)
+    if start is not None and end is not None and end < start:
+        raise doc.fail(where, f"clip_end_sec {end} is before clip_start_sec {start}")
+    template = q.get("template") if isinstance(q.get("template"), str) else None
+    ann_uid = doc.get_str(ann, "annotation_uid", awhere)
+    record.queries.append(NLQQuery(ann_uid, qi, text, template, start, end))
+
+
+def _add_label(doc: _Doc, record: MQClip, ann: dict, awhere: str, li: int, lab: dict, where: str) -> None:
+    start = doc.get_num(lab, "start_time", where)
+    end = doc.get_num(lab, "end_time", where)
+    if end < start:
+        raise doc.fail(where, f"end_time {end} is before start_time {start}")
+    primary = lab.get("primary", True)
+    if not isinstance(primary, bool):
+        raise doc.fail(f"{where}.primary", f"expected true/false, got {primary!r}")
+    label = doc.get_str(lab, "label", where)
+    annotator = ann.get("annotator_uid") if isinstance(ann.get("annotator_uid"), str) else None
+    record.labels.append(MQLabel(start, end, label, primary, annotator))
+
+
+def read_nlq(path: str | os.PathLike) -> list[NLQClip]:
+    """NLQ annotation file -> clips with their language queries, in file order."""
+    return _read_annotated_clips(path, NLQClip, "language_queries", _add_query)
 
 
 def read_moments(path: str | os.PathLike) -> list[MQClip]:
     """Moment-query annotation file -> clips with every annotator's labels (primary flag kept)."""
-    doc = _Doc(Path(path))
-    out: list[MQClip] = []
-    for _vi, _ci, video, clip, where in _clips(doc, read_json(path)):
-        record = MQClip(
-            video_uid=_video_uid(doc, video, clip, where),
-            clip_uid=doc.get_str(clip, "clip_uid", where),
-            **_clip_times(doc, clip, where),
-        )
-        for ai, ann in enumerate(doc.get_list(clip, "annotations", where, required=False)):
-            awhere = f"{where}.annotations[{ai}]"
-            ann = doc.obj(ann, awhere)
-            annotator = ann.get("annotator_uid") if isinstance(ann.get("annotator_uid"), str) else None
-            for li, lab in enumerate(doc.get_list(ann, "labels", awhere)):
-                lwhere = f"{awhere}.labels[{li}]"
-                lab = doc.obj(lab, lwhere)
-                start = doc.get_num(lab, "start_time", lwhere)
-                end = doc.get_num(lab, "end_time", lwhere)
-                if end < start:
-                    raise doc.fail(lwhere, f"end_time {end} is before start_time {start}")
-                primary = lab.get("primary", True)
-                if not isinstance(primary, bool):
-                    raise doc.fail(f"{lwhere}.primary", f"expected true/false, got {primary!r}")
-                label = doc.get_str(lab, "label", lwhere)
-                record.labels.append(MQLabel(start, end, label, primary, annotator))
-        out.append(record)
-    return out
+    return _read_annotated_clips(path, MQClip, "labels", _add_label)
 
 
 def _box(doc: _Doc, raw: Any, where: str) -> VQBox:
