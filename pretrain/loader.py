@@ -170,6 +170,14 @@ def collate_pairs(samples: list[dict]) -> dict:
     }
 
 
+def _unreadable_shard(exn: Exception) -> bool:
+    """webdataset handler: a shard that cannot be read as a tar -> InputError naming the shard."""
+    url = next((a for a in reversed(exn.args) if isinstance(a, str) and ".tar" in a), "a shard")
+    raise InputError(
+        f"{url}: not a readable shard tar ({type(exn).__name__}: {exn.args[0] if exn.args else exn})"
+    )
+
+
 def make_train_loader(
     shards: str | list[str],
     batch_size: int,
@@ -211,7 +219,7 @@ def make_train_loader(
         # shuffle buffer and per-sample augmentation seeds, so skip_batches resumes exactly
         dataset = wds.DataPipeline(
             wds.ResampledShards(urls, seed=seed, deterministic=True),
-            wds.tarfile_to_samples(),
+            wds.tarfile_to_samples(handler=_unreadable_shard),
             wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), rng=random.Random(seed)),
             _SkipAndNumber(skip_batches, batch_size),
             wds.map(to_tensors),
@@ -222,7 +230,7 @@ def make_train_loader(
             wds.SimpleShardList(urls),
             wds.split_by_node,
             wds.split_by_worker,
-            wds.tarfile_to_samples(),
+            wds.tarfile_to_samples(handler=_unreadable_shard),
             wds.shuffle(shuffle_buffer, rng=random.Random(seed)),
             _SkipAndNumber(0, batch_size),
             wds.map(to_tensors),
@@ -258,14 +266,17 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from egovlp.formats.taxonomy import read_taxonomy
+    from egovlp.validate import non_negative_int, positive_int
 
-    p = argparse.ArgumentParser(prog="python -m pretrain.loader", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="egovlp loader", description=main.__doc__)
     p.add_argument("--shards", required=True, help="shard folder, brace pattern or glob")
     p.add_argument("--taxonomy", required=True, help="folder with verb_taxonomy.json / noun_taxonomy.json")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--epoch-size", type=int, default=0, help="clips (default: all samples of the shards)")
-    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--batch-size", type=positive_int, default=8, help="clips per batch")
+    p.add_argument("--workers", type=non_negative_int, default=1, help="loader processes (0: in process)")
+    p.add_argument(
+        "--epoch-size", type=non_negative_int, default=0, help="clips (default: all samples of the shards)"
+    )
+    p.add_argument("--size", type=positive_int, default=224, help="frame size in pixels")
     args = p.parse_args(argv)
     urls = expand_shards(args.shards)
     epoch = args.epoch_size or num_samples(urls) or 0

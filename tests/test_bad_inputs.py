@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -36,6 +37,7 @@ PY = (
 )
 TIMEOUT_S = 90.0
 SERVE_TIMEOUT_S = 45.0  # a server that starts anyway is killed then (and the case fails)
+PROGRESS_BAR = re.compile(r"\d+%\|.*\| \d+/")  # a tqdm bar drawn on stderr
 
 
 @dataclass(frozen=True)
@@ -414,7 +416,8 @@ def test_bad_input_is_one_line_exit_2(c: Case, results, fixtures):
     shown = "egovlp " + " ".join(a.format(**fixtures) for a in c.argv)
     assert "Traceback" not in stderr, f"{shown}\n{stderr[-3000:]}"
     assert code == 2, f"{shown}: exit {code}\n{stderr[-3000:]}"
-    lines = [line for line in stderr.splitlines() if line.strip()]
+    # a progress bar drawn before the failure is not a message (tqdm fragments end in "\r")
+    lines = [line for line in stderr.splitlines() if line.strip() and not PROGRESS_BAR.search(line)]
     assert len(lines) == 1, f"{shown}: {len(lines)} stderr lines:\n{stderr[-3000:]}"
     assert lines[0].startswith("egovlp "), lines[0]
     assert c.names.format(**fixtures) in lines[0], f"{shown}: the line does not name {c.names!r}: {lines[0]}"
