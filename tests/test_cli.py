@@ -120,6 +120,11 @@ def test_convert_command_and_console_script(tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["config_hash"] == micro_config().config_hash()
     assert (tmp_path / "conv" / "model.safetensors").is_file()
+    # published files get the umask's mode (mkstemp's 0600 must not leak through the rename)
+    from egovlp.io import file_mode
+
+    for name in ("model.safetensors", "config.json"):
+        assert (tmp_path / "conv" / name).stat().st_mode & 0o777 == file_mode(), name
     bad = subprocess.run(
         [sys.executable, "-m", "egovlp", "nonsense"], cwd=ROOT, capture_output=True, text=True
     )
