@@ -177,3 +177,51 @@ def test_write_errors_and_argparse_errors_are_one_line(monkeypatch, capsys):
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "argument --videos: must be a positive integer, got 0" in err
+
+
+def test_validate_numbers_devices_and_paths(tmp_path):
+    import argparse
+    import errno
+
+    from egovlp import validate as V
+    from egovlp.errors import InputError
+
+    assert V.positive_int("3") == 3 and V.non_negative_int("0") == 0 and V.positive_float("1e-4") == 1e-4
+    for func, text in [
+        (V.positive_int, "0"),
+        (V.positive_int, "2.5"),
+        (V.non_negative_int, "-1"),
+        (V.positive_float, "-1"),
+        (V.positive_float, "nan"),
+        (V.non_negative_float, "inf"),
+    ]:
+        with pytest.raises(argparse.ArgumentTypeError):
+            func(text)
+    assert V.resolve_device("cpu") == torch.device("cpu")
+    assert V.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(InputError, match="bogus.*not a device"):
+        V.resolve_device("bogus")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            V.resolve_device("cuda:0")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    assert V.output_dir(tmp_path / "new" / "deep", "--out").is_dir()
+    assert V.output_file(tmp_path / "new2" / "m.json", "--out").parent.is_dir()
+    # conditions that hold for root as well: a regular file where a folder is meant
+    for call, message in [
+        (lambda: V.output_dir(a_file, "--out"), "is a file"),
+        (lambda: V.output_dir(a_file / "sub", "--out"), "is a file, cannot create"),
+        (lambda: V.output_file(a_file / "m.json", "--out"), "is a file, cannot create"),
+        (lambda: V.output_file(tmp_path, "--out"), "is a folder"),
+        (lambda: V.input_file(tmp_path / "missing.yaml", "--config"), "not found"),
+        (lambda: V.input_file(tmp_path, "--config"), "is a folder"),
+        (lambda: V.input_dir(a_file, "--videos"), "is a file"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            call()
+    err = V.write_error("/data/x.h5", OSError(errno.ENOSPC, "No space left on device"))
+    assert (
+        isinstance(err, InputError) and str(err) == "/data/x.h5: cannot write (no space left on the device)"
+    )
+    assert "read-only" in str(V.write_error("/ro/x", OSError(errno.EROFS, "Read-only file system")))
