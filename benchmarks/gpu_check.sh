@@ -20,6 +20,9 @@ OUT=${OUT:-benchmarks/gpu_check.json}
 RESULTS=${RESULTS:-benchmarks/RESULTS.md}
 DRY=0
 [[ "${1:-}" == "--dry-run" ]] && DRY=1
+if [[ ! -x "$PY" ]]; then  # a fresh machine: the project's own install (make), then the check
+  make -s .venv/.installed || { echo "gpu_check: cannot install the project (make)" >&2; exit 2; }
+fi
 LOGS=$(mktemp -d)
 trap 'rm -rf "$LOGS"' EXIT
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}

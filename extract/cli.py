@@ -171,6 +171,10 @@ def _ray_started_here() -> bool:
 
 def _main(args: argparse.Namespace) -> int:
     device = _device_name(args)
+    if not device.startswith("cuda") and args.precision in ("bf16", "fp16"):
+        raise InputError(
+            f"--precision {args.precision}: half precision is for CUDA only; use fp32 on the CPU"
+        )
     out = output_dir(args.out, "--out")
     removed = remove_stale_temps(out)
     if removed:

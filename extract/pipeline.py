@@ -288,6 +288,12 @@ class Collector:
             live.sink.abort()
         self.rows.append(failed_row(self.jobs[pos], error))
 
+    def fail_rest(self, error: str) -> None:
+        """Every output not yet written or failed fails with `error` (the engine stopped)."""
+        for pos, job in enumerate(self.jobs):
+            if pos not in self.closed:
+                self.fail(pos, f"{job.item.name}: {error}")
+
     def _commit(self, job: Job, live: _Live) -> ManifestRow:
         """On the writer thread: serializing and fsyncing an output overlaps the next batches."""
         try:

@@ -175,6 +175,12 @@ def run_ray(spec: ModelSpec, jobs: list[Job], opts: ExtractOptions, collector: C
                 else:
                     collector.add(record["pos"], record["row0"], record["outputs"])
                     model_seconds += record["seconds"]
+    except ray.exceptions.RayError as err:
+        # the cluster could not finish (head or driver lost, an actor that cannot start): what is
+        # written stays, the rest are failed rows, and a rerun skips what is done
+        message = " ".join(str(err).split())[:300]
+        logger.error("the Ray job stopped: %s", message)
+        collector.fail_rest(f"the Ray job stopped before this output was done ({message})")
     finally:
         if started:
             ray.shutdown()
