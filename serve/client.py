@@ -15,13 +15,25 @@ The text route is OpenAI-compatible, so the stock client works too:
 from __future__ import annotations
 
 import base64
+import email.utils
 import os
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 import httpx
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 RETRY_STATUSES = (429, 502, 503, 504)
+RETRY_ERRORS = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.ConnectTimeout)
+MAX_RETRY_AFTER_S = 60.0
 
 
 class ServiceError(RuntimeError):
@@ -32,6 +44,38 @@ class ServiceError(RuntimeError):
         self.status, self.kind = status, kind
 
 
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """A Retry-After header -> seconds to wait: delta-seconds or an HTTP-date (RFC 9110); None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+
+
+class _WaitRetryAfter:
+    """tenacity wait: full-jitter exponential backoff, never shorter than the server's Retry-After."""
+
+    def __init__(self, backoff: float, max_backoff: float) -> None:
+        self.jitter = wait_random_exponential(multiplier=backoff, max=max_backoff)
+
+    def __call__(self, state: RetryCallState) -> float:
+        wait = self.jitter(state)
+        outcome = state.outcome
+        if outcome is not None and not outcome.failed:
+            server = retry_after_seconds(outcome.result().headers.get("retry-after"))
+            if server is not None:
+                wait = max(wait, min(server, MAX_RETRY_AFTER_S))
+        return wait
+
+
 class EgoVLPClient:
     def __init__(
         self,
@@ -40,10 +84,13 @@ class EgoVLPClient:
         timeout: float = 60.0,
         retries: int = 5,
         backoff: float = 0.2,
+        max_backoff: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
-        self.retries, self.backoff = retries, backoff
+        self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
+        self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
+        self.sleep = time.sleep  # tests replace it to record the waits
 
     def __enter__(self) -> EgoVLPClient:
         return self
@@ -55,30 +102,25 @@ class EgoVLPClient:
         self._http.close()
 
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """Send, retrying connection errors and 429/5xx-busy answers with exponential backoff."""
-        for attempt in range(self.retries + 1):
-            last = attempt == self.retries
+        """Send; connection errors and 429/502/503/504 are retried (tenacity: jittered backoff, Retry-After)."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retries + 1),
+            wait=_WaitRetryAfter(self.backoff, self.max_backoff),
+            retry=retry_if_exception_type(RETRY_ERRORS)
+            | retry_if_result(lambda r: r.status_code in RETRY_STATUSES),
+            retry_error_callback=lambda state: state.outcome.result(),  # the last answer, or its error
+            sleep=self.sleep,
+            reraise=True,
+        )
+        response = retrying(self._http.request, method, url, **kwargs)
+        if response.status_code >= 400:
             try:
-                response = self._http.request(method, url, **kwargs)
-            except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError):
-                if last:
-                    raise
-                time.sleep(self.backoff * 2**attempt)
-                continue
-            if response.status_code in RETRY_STATUSES and not last:
-                # the server's Retry-After is a floor for the wait
-                retry_after = float(response.headers.get("retry-after", 0) or 0)
-                time.sleep(max(retry_after, self.backoff * 2**attempt))
-                continue
-            if response.status_code >= 400:
-                try:
-                    body = response.json()
-                    message, kind = str(body.get("error")), str(body.get("type"))
-                except ValueError:
-                    message, kind = response.text[:200], "http_error"
-                raise ServiceError(response.status_code, message, kind)
-            return response
-        raise AssertionError("unreachable")
+                body = response.json()
+                message, kind = str(body.get("error")), str(body.get("type"))
+            except ValueError:
+                message, kind = response.text[:200], "http_error"
+            raise ServiceError(response.status_code, message, kind)
+        return response
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout

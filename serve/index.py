@@ -79,7 +79,7 @@ def add_to_index(features_dir: str | os.PathLike, index_dir: str | os.PathLike) 
     try:
         for batch in loaded.rows.to_batches():  # the old rows, streamed from the memory map
             rows.write_batch(batch)
-        added = fill(loaded.index, source.chunks(), rows, None)
+        added = fill(loaded.index, source.chunks(), rows)
     except BaseException:
         rows.abort()
         raise

@@ -7,9 +7,10 @@ heap over the same chunks, so the recall@10 printed at the end is measured again
 over every row, and the search parameter (nprobe) is raised until it reaches `TARGET_RECALL`.
 
 Index kinds (`--kind`): `flat` (exact, fp32), `ivf` (IVF over fp32 rows), `hnsw`, and `pq` - the
-compressed kind for large collections: an OPQ rotation, IVF with an HNSW coarse quantizer, 4-bit
-fast-scan PQ codes and a 4-bit scalar-quantized refine stage that re-ranks the PQ candidates
-(about 200 bytes per 256-d row instead of 1024). `auto` is exact up to `FLAT_MAX_ROWS`, `pq` above.
+compressed kind for large collections: IVF with an HNSW coarse quantizer, 4-bit fast-scan PQ codes
+(dim/8 bytes) and a 4-bit scalar-quantized refine stage (dim/2 bytes) that re-ranks the PQ candidates:
+about 170 bytes per 256-d row instead of 1024. (An OPQ rotation in front trained 30x slower here
+for no recall gain; benchmarks/RESULTS.md.) `auto` is exact up to `FLAT_MAX_ROWS`, `pq` above.
 """
 
 from __future__ import annotations
@@ -86,13 +87,13 @@ def default_nlist(n: int) -> int:
 
 
 def pq_factory(dim: int, nlist: int) -> str:
-    """OPQ rotation + IVF (HNSW coarse quantizer) + 4-bit fast-scan PQ + 4-bit SQ re-ranking."""
+    """IVF (HNSW coarse quantizer) + 4-bit fast-scan PQ + 4-bit SQ re-ranking (OPQ: see RESULTS.md)."""
     m = max(1, dim // 4)
     while dim % m or m % 2:  # fast-scan PQ wants an even number of sub-quantizers dividing dim
         m -= 1
         if m < 2:
             return f"IVF{nlist},SQ8"
-    return f"OPQ{m},IVF{nlist}_HNSW32,PQ{m}x4fs,Refine(SQ4)"
+    return f"IVF{nlist}_HNSW32,PQ{m}x4fs,Refine(SQ4)"
 
 
 def plan_index(n: int, dim: int, kind: str = "auto", nlist: int | None = None) -> BuildPlan:
@@ -194,14 +195,14 @@ def tune(index, plan: BuildPlan, queries: np.ndarray, truth: np.ndarray, target:
     return dict(params), recall
 
 
-def fill(index, source_chunks: Iterator[Chunk], rows: RowsWriter, exact: ExactTopK | None) -> int:
-    """Stream chunks into the index and the rows table (and the exact top-k); returns rows added."""
+def fill(index, source_chunks: Iterator[Chunk], rows: RowsWriter, exact: list[ExactTopK] = ()) -> int:
+    """Stream chunks into the index and the rows table (and the exact top-ks); returns rows added."""
     added = 0
     for chunk in source_chunks:
         index.add(chunk.vectors)
         rows.write(chunk.file_id, chunk.row, chunk.start, chunk.end)
-        if exact is not None:
-            exact.add(chunk.vectors)
+        for topk in exact:
+            topk.add(chunk.vectors)
         added += len(chunk.vectors)
         if added % (CHUNK_ROWS * 16) < len(chunk.vectors):
             logger.info("added %d rows", added)
@@ -215,8 +216,12 @@ def build_from_source(
     nlist: int | None = None,
     use_gpu: bool | None = None,
     target: float = TARGET_RECALL,
+    probe: ExactTopK | None = None,
 ) -> dict[str, Any]:
-    """Train on a sample of `source`, fill from its chunks, tune, and publish INDEX_DIR at `out`."""
+    """Train on a sample of `source`, fill from its chunks, tune, and publish INDEX_DIR at `out`.
+
+    `probe` (optional) gets the exact top-k of its own queries over the same stream (benchmarks).
+    """
     if source.count == 0:
         raise InputError("no rows to index")
     use_gpu = gpu_available() if use_gpu is None else use_gpu
@@ -230,7 +235,7 @@ def build_from_source(
     exact = ExactTopK(queries, min(10, source.count))
     rows = RowsWriter(out / ROWS_FILE)
     try:
-        added = fill(index, source.chunks(), rows, exact)
+        added = fill(index, source.chunks(), rows, [exact] + ([probe] if probe is not None else []))
     except BaseException:
         rows.abort()
         raise

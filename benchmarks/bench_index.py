@@ -1,0 +1,165 @@
+"""Index at scale: build `egovlp index`'s compressed index from N synthetic clustered vectors, streamed.
+
+    python benchmarks/bench_index.py --rows 200000              # a quick check
+    nice -n 10 python benchmarks/bench_index.py --rows 5000000  # the issue's goal size
+
+The vectors imitate extracted clip features: 1024 topic centres, clips of 512 rows around a clip
+centre near one topic, consecutive rows of a clip correlated (an AR(1) walk, like features at
+1.875 rows/s), every row L2-normalized. They are generated chunk by chunk from seeds, never all in
+memory, and go through the same build as `egovlp index` (serve.index_build.build_from_source).
+Queries are held-out rows of fresh clips; the exact top-10 of every query is kept over the same
+stream. Then a fresh process loads the index folder (serve.index_store.load_index) and measures its
+RSS and single-query latency at k=10 with one FAISS thread. The last line is one JSON object:
+recall_at_10, p50_ms, p99_ms, build_s, bytes_per_vector, rss_mb (+ details).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from serve.index_build import CHUNK_ROWS, Chunk, ExactTopK, build_from_source, files_dict  # noqa: E402
+from serve.index_store import l2_normalize  # noqa: E402
+
+TOPICS = 1024
+CLIP_ROWS = 512
+CLIP_SPREAD = 0.6  # clip centre around its topic
+ROW_SPREAD = 0.45  # rows around their clip centre
+AR = 0.9  # correlation of consecutive rows
+
+
+class SyntheticSource:
+    """N clustered rows in clips of CLIP_ROWS, generated per chunk from a seed (the VectorSource protocol)."""
+
+    def __init__(self, rows: int, dim: int, seed: int = 0) -> None:
+        self.count, self.dim, self.seed = rows, dim, seed
+        rng = np.random.default_rng(seed)
+        self.topics = l2_normalize(rng.standard_normal((TOPICS, dim)))
+        clips = -(-rows // CLIP_ROWS)
+        self.files = files_dict(
+            [(f"clip{i:07d}", f"clip{i:07d}", f"video{i // 8:06d}", f"video{i // 8:06d}.mp4", 0.0) for i in range(clips)]
+        )
+        self.identity = {"model": "synthetic", "weights_hash": None, "config_hash": None, "precision": None}
+
+    def clips(self, first: int, count: int, seed: int, rows: int = CLIP_ROWS) -> np.ndarray:
+        """`count` clips of `rows` rows -> [count * rows, D] normalized."""
+        rng = np.random.default_rng([seed, first])
+        scale = 1.0 / np.sqrt(self.dim)
+        centre = self.topics[rng.integers(0, TOPICS, count)]
+        centre = centre + CLIP_SPREAD * scale * rng.standard_normal((count, self.dim), dtype=np.float32)
+        walk = np.empty((count, rows, self.dim), np.float32)
+        walk[:, 0] = rng.standard_normal((count, self.dim), dtype=np.float32)
+        step = np.sqrt(1 - AR * AR)
+        for t in range(1, rows):
+            walk[:, t] = AR * walk[:, t - 1] + step * rng.standard_normal((count, self.dim), dtype=np.float32)
+        out = centre[:, None, :] + ROW_SPREAD * scale * walk
+        return l2_normalize(out.reshape(count * rows, self.dim))
+
+    def sample(self, n: int, seed: int) -> np.ndarray:
+        """n rows of fresh clips (the same distribution as the indexed rows; seed 1 = held-out queries)."""
+        clips = max(1, -(-n // 64))
+        rows = self.clips(0, clips, self.seed + 1000 + seed, rows=64)
+        return rows[np.random.default_rng(seed).permutation(len(rows))[:n]]
+
+    def chunks(self) -> Iterator[Chunk]:
+        per_chunk = max(1, CHUNK_ROWS // CLIP_ROWS)
+        total_clips = len(self.files["name"])
+        for first in range(0, total_clips, per_chunk):
+            count = min(per_chunk, total_clips - first)
+            vectors = self.clips(first, count, self.seed)
+            n = min(len(vectors), self.count - first * CLIP_ROWS)
+            file_id = np.repeat(np.arange(first, first + count, dtype=np.int32), CLIP_ROWS)[:n]
+            row = np.tile(np.arange(CLIP_ROWS, dtype=np.int32), count)[:n]
+            start = row / 1.875
+            yield Chunk(vectors[:n], file_id, row, start, start + 1 / 1.875)
+
+
+def measure(index_dir: str, queries_path: str, truth_path: str, searches: int) -> dict:
+    """In a fresh process: load the index, RSS, recall of the loaded index, per-query latency."""
+    import faiss
+    import psutil
+
+    from serve.index_store import load_index
+
+    faiss.omp_set_num_threads(1)
+    idx = load_index(index_dir, use_gpu=False)
+    rss_mb = psutil.Process().memory_info().rss / 2**20
+    queries, truth = np.load(queries_path), np.load(truth_path)
+    _, got = idx.index.search(queries, 10)
+    recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth.tolist(), got.tolist(), strict=True)]))
+    times = []
+    for i in range(searches):
+        q = queries[i % len(queries)][None]
+        started = time.perf_counter()
+        idx.search(q, 10)  # FAISS + the metadata of the 10 hits from the memory-mapped rows
+        times.append((time.perf_counter() - started) * 1000)
+    rss_after = psutil.Process().memory_info().rss / 2**20
+    return {
+        "recall_at_10": round(recall, 4),
+        "p50_ms": round(float(np.percentile(times, 50)), 3),
+        "p99_ms": round(float(np.percentile(times, 99)), 3),
+        "rss_mb": round(max(rss_mb, rss_after), 1),
+        "rss_after_load_mb": round(rss_mb, 1),
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=200_000)
+    p.add_argument("--dim", type=int, default=256)
+    p.add_argument("--kind", default="pq", help="index kind for serve.index_build (default: the compressed one)")
+    p.add_argument("--nlist", type=int, default=None)
+    p.add_argument("--queries", type=int, default=500)
+    p.add_argument("--searches", type=int, default=2000)
+    p.add_argument("--out", default=None, help="keep the index folder here (default: a temp folder)")
+    p.add_argument("--measure", nargs=3, metavar=("INDEX_DIR", "QUERIES", "TRUTH"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.measure:
+        print(json.dumps(measure(*args.measure, args.searches)))
+        return 0
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    source = SyntheticSource(args.rows, args.dim)
+    with tempfile.TemporaryDirectory(prefix="bench-index-") as tmp:
+        out = Path(args.out or tmp) / "index"
+        out.mkdir(parents=True, exist_ok=True)
+        queries = source.sample(args.queries, seed=7)
+        probe = ExactTopK(queries, 10)
+        started = time.perf_counter()
+        info = build_from_source(source, out, args.kind, args.nlist, use_gpu=None, probe=probe)
+        build_s = time.perf_counter() - started
+        np.save(Path(tmp) / "q.npy", queries)
+        np.save(Path(tmp) / "t.npy", probe.result())
+        cmd = [sys.executable, __file__, "--searches", str(args.searches), "--measure", str(out),
+               str(Path(tmp) / "q.npy"), str(Path(tmp) / "t.npy")]  # fmt: skip
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        measured = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout)
+    result = {
+        **measured,
+        "build_s": round(build_s, 1),
+        "bytes_per_vector": info["bytes_per_vector"],
+        "rows": args.rows,
+        "dim": args.dim,
+        "factory": info["factory"],
+        "search_params": info["search_params"],
+        "build_recall_at_10": round(info["recall_at_10"], 4),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
