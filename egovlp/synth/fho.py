@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -396,11 +396,6 @@ def write_fho_annotations(out_dir: Path, plans: Sequence[FHOVideoPlan]) -> dict:
     return counts
 
 
-def with_state_change(ep: Episode, state_change: bool) -> Episode:
-    """The same episode with or without its change (the counterfactual the tests compare)."""
-    return replace(ep, state_change=state_change, pre_changed=False)
-
-
 __all__ = [
     "VIDEO_FOLDER",
     "WINDOW_SECONDS",
@@ -410,10 +405,8 @@ __all__ = [
     "active_episode",
     "episode_look",
     "fho_json",
-    "frame_size",
     "make_fho_world",
     "render_fho_frame",
     "render_fho_video",
-    "with_state_change",
     "write_fho_annotations",
 ]
