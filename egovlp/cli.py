@@ -61,6 +61,17 @@ def _argparse_error(self: argparse.ArgumentParser, message: str) -> None:
     self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _close_progress_bars() -> None:
+    # a bar left open by the failing command would have the error line glued to its end
+    tqdm_std = sys.modules.get("tqdm.std")
+    if tqdm_std is not None:
+        for bar in list(getattr(tqdm_std.tqdm, "_instances", ())):
+            try:
+                bar.close()
+            except Exception:  # a bar in a broken state must not hide the error itself
+                pass
+
+
 def _quiet_broken_pipe() -> int:
     # the reader (`egovlp embed | head`) went away: point stdout at /dev/null so the flush at exit
     # cannot raise again, and leave with the shell's code for a SIGPIPE death
@@ -98,6 +109,7 @@ def run(argv: Sequence[str]) -> int:
         sys.stdout.flush()
         return code
     except InputError as err:
+        _close_progress_bars()
         # one line whatever the message holds (a library's multi-line text quoted inside it)
         print(f"egovlp {command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
@@ -107,6 +119,7 @@ def run(argv: Sequence[str]) -> int:
         # a full disk, a read-only or forbidden output: one line naming the path, not a traceback
         if not (is_write_error(err) and (err.filename or err.errno in _DISK_ERRNOS)):
             raise
+        _close_progress_bars()
         if err.errno in _DISK_ERRNOS:
             message = str(write_error(err.filename, err))
         else:
