@@ -105,40 +105,70 @@ def constant_predictions(train_clips, val_clips) -> tuple[list[dict], list[dict]
     return oscc, pnr, {"majority": majority, "pnr_index": best}
 
 
+def _options(args, task: str) -> dict:
+    return {
+        "img_size": args.img_size,
+        "epochs": args.epochs_oscc if task == "oscc" else args.epochs_pnr,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "warmup_steps": args.warmup_steps,
+        "seed": args.seed,
+    }
+
+
 def finetune_and_score(args, name: str, init: str, model_yaml: str, data: Path, out: Path, gt) -> dict:
+    """Fine-tune for OSCC and PNR in this process, one after the other; score the val predictions."""
     row: dict = {}
     for task in ("oscc", "pnr"):
         run_dir = out / "runs" / f"{name}-{task}"
-        cfg = config_from_dict(
-            FinetuneConfig,
-            {
-                "task": task,
-                "ann": str(data / "fho_oscc-pnr_train.json"),
-                "videos": str(data / "fho_videos"),
-                "output_dir": str(run_dir),
-                "init": init,
-                "model": model_yaml,
-                "img_size": args.img_size,
-                "epochs": args.epochs_oscc if task == "oscc" else args.epochs_pnr,
-                "lr": args.lr,
-                "batch_size": args.batch_size,
-                "warmup_steps": args.warmup_steps,
-                "num_workers": 0,
-                "cache": True,
-                "seed": args.seed,
-                "checkpoint_every": 10_000,
-            },  # fmt: skip
-            "bench",
-        )
+        options = {"task": task, "ann": str(data / "fho_oscc-pnr_train.json"), "videos": str(data / "fho_videos"),
+                   "output_dir": str(run_dir), "init": init, "model": model_yaml, "num_workers": 0,
+                   "cache": True, "checkpoint_every": 10_000, **_options(args, task)}  # fmt: skip
         t0 = time.perf_counter()
-        train(cfg, progress=False)
+        train(config_from_dict(FinetuneConfig, options, "bench"), progress=False)
         preds = predict(run_dir, data / "fho_oscc-pnr_val.json", data / "fho_videos", run_dir / "pred.json",
                         task=task, num_workers=0)  # fmt: skip
-        score = oscc_metrics(gt, preds) if task == "oscc" else pnr_metrics(gt, preds)
-        row[task] = score
+        row[task] = oscc_metrics(gt, preds) if task == "oscc" else pnr_metrics(gt, preds)
         row[f"{task}_seconds"] = round(time.perf_counter() - t0, 1)
-        log(f"{name} {task}: {score} ({row[f'{task}_seconds']} s)")
+        log(f"{name} {task}: {row[task]} ({row[f'{task}_seconds']} s)")
     return row
+
+
+def finetune_in_parallel(args, starts: dict[str, tuple[str, str]], data: Path, out: Path, gt) -> dict:
+    """The same runs as `egovlp finetune` + `finetune predict` subprocesses, all at once (one thread each)."""
+    import os
+    import subprocess
+
+    procs = {}
+    for name, (init, model_yaml) in starts.items():
+        for task in ("oscc", "pnr"):
+            run_dir = out / "runs" / f"{name}-{task}"
+            train_cmd = ["finetune", task, "--ann", str(data / "fho_oscc-pnr_train.json"),
+                         "--videos", str(data / "fho_videos"), "--out", str(run_dir), "--init", init,
+                         "--workers", "0", "--cache", "--checkpoint-every", "10000", "--quiet"]  # fmt: skip
+            train_cmd += ["--model", model_yaml] if model_yaml else []
+            for key, value in _options(args, task).items():
+                train_cmd += [f"--{key.replace('_', '-')}", str(value)]
+            pred_cmd = ["finetune", "predict", task, "--checkpoint", str(run_dir), "--ann",
+                        str(data / "fho_oscc-pnr_val.json"), "--videos", str(data / "fho_videos"),
+                        "--out", str(run_dir / "pred.json"), "--workers", "0", "--quiet"]  # fmt: skip
+            egovlp = f"{sys.executable} -m egovlp "
+            script = egovlp + " ".join(train_cmd) + " && " + egovlp + " ".join(pred_cmd)
+            env = {**os.environ, "OMP_NUM_THREADS": "1"}
+            log_file = open(out / "runs" / f"{name}-{task}.log", "w")  # noqa: SIM115 - closed below
+            procs[(name, task)] = (time.perf_counter(), log_file,
+                                   subprocess.Popen(["bash", "-c", script], cwd=ROOT, env=env, stdout=log_file,
+                                                    stderr=subprocess.STDOUT))  # fmt: skip
+    rows: dict = {name: {} for name in starts}
+    for (name, task), (t0, log_file, proc) in procs.items():
+        if proc.wait() != 0:
+            raise SystemExit(f"bench_finetune: {name} {task} failed, see {log_file.name}")
+        log_file.close()
+        preds = json.loads((out / "runs" / f"{name}-{task}" / "pred.json").read_text())
+        rows[name][task] = oscc_metrics(gt, preds) if task == "oscc" else pnr_metrics(gt, preds)
+        rows[name][f"{task}_seconds"] = round(time.perf_counter() - t0, 1)
+        log(f"{name} {task}: {rows[name][task]}")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup-steps", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--parallel", action="store_true", help="the four fine-tunings as concurrent processes")
     args = p.parse_args(argv)
 
     t_start = time.perf_counter()
@@ -192,9 +223,17 @@ def main(argv: list[str] | None = None) -> int:
         read_fho(data / "fho_oscc-pnr_val.json"),
     )
     oscc_c, pnr_c, const = constant_predictions(train_clips, val_clips)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    if args.parallel:
+        rows = finetune_in_parallel(args, {"pretrained": (str(pretrained), ""), "random": ("random", model_yaml)},
+                                    data, out, gt)  # fmt: skip
+    else:
+        rows = {
+            "pretrained": finetune_and_score(args, "pretrained", str(pretrained), "", data, out, gt),
+            "random": finetune_and_score(args, "random", "random", model_yaml, data, out, gt),
+        }
     rows = {
-        "pretrained": finetune_and_score(args, "pretrained", str(pretrained), "", data, out, gt),
-        "random": finetune_and_score(args, "random", "random", model_yaml, data, out, gt),
+        **rows,
         "constant": {"oscc": oscc_metrics(gt, oscc_c), "pnr": pnr_metrics(gt, pnr_c), **const},
     }
     timing["total"] = round(time.perf_counter() - t_start, 1)
