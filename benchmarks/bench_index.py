@@ -3,9 +3,10 @@
     python benchmarks/bench_index.py --rows 200000              # a quick check
     nice -n 10 python benchmarks/bench_index.py --rows 5000000  # the issue's goal size
 
-The vectors imitate extracted clip features: 1024 topic centres, clips of 512 rows around a clip
-centre near one topic, consecutive rows of a clip correlated (an AR(1) walk, like features at
-1.875 rows/s), every row L2-normalized. They are generated chunk by chunk from seeds, never all in
+The vectors imitate extracted clip features: topic centres (one per 8 clips), each with its own 16-dimensional
+subspace of variation (embeddings of one kind of scene vary along few directions); clips of 512
+rows around a clip centre near one topic, consecutive rows correlated (an AR(1) walk in the topic's
+subspace, like features at 1.875 rows/s), a little isotropic noise, every row L2-normalized. They are generated chunk by chunk from seeds, never all in
 memory, and go through the same build as `egovlp index` (serve.index_build.build_from_source).
 Queries are held-out rows of fresh clips; the exact top-10 of every query is kept over the same
 stream. Then a fresh process loads the index folder (serve.index_store.load_index) and measures its
@@ -33,10 +34,12 @@ sys.path.insert(0, str(ROOT))
 from serve.index_build import CHUNK_ROWS, Chunk, ExactTopK, build_from_source, files_dict  # noqa: E402
 from serve.index_store import l2_normalize  # noqa: E402
 
-TOPICS = 1024
+TOPICS_PER_CLIP = 1 / 8  # about 8 clips per topic
+RANK = 16  # directions of variation per topic
 CLIP_ROWS = 512
-CLIP_SPREAD = 0.6  # clip centre around its topic
-ROW_SPREAD = 0.45  # rows around their clip centre
+CLIP_SPREAD = 0.5  # clip centre around its topic (in the topic's subspace)
+ROW_SPREAD = 0.35  # rows around their clip centre (in the topic's subspace)
+NOISE = 0.05  # isotropic noise (norm)
 AR = 0.9  # correlation of consecutive rows
 
 
@@ -46,8 +49,11 @@ class SyntheticSource:
     def __init__(self, rows: int, dim: int, seed: int = 0) -> None:
         self.count, self.dim, self.seed = rows, dim, seed
         rng = np.random.default_rng(seed)
-        self.topics = l2_normalize(rng.standard_normal((TOPICS, dim)))
         clips = -(-rows // CLIP_ROWS)
+        self.n_topics = max(4, int(clips * TOPICS_PER_CLIP))
+        self.topics = l2_normalize(rng.standard_normal((self.n_topics, dim)))
+        basis = rng.standard_normal((self.n_topics, RANK, dim)).astype(np.float32)
+        self.basis = basis / np.linalg.norm(basis, axis=2, keepdims=True)  # [K, r, D] unit directions
         self.files = files_dict(
             [(f"clip{i:07d}", f"clip{i:07d}", f"video{i // 8:06d}", f"video{i // 8:06d}.mp4", 0.0) for i in range(clips)]
         )
@@ -56,15 +62,18 @@ class SyntheticSource:
     def clips(self, first: int, count: int, seed: int, rows: int = CLIP_ROWS) -> np.ndarray:
         """`count` clips of `rows` rows -> [count * rows, D] normalized."""
         rng = np.random.default_rng([seed, first])
-        scale = 1.0 / np.sqrt(self.dim)
-        centre = self.topics[rng.integers(0, TOPICS, count)]
-        centre = centre + CLIP_SPREAD * scale * rng.standard_normal((count, self.dim), dtype=np.float32)
-        walk = np.empty((count, rows, self.dim), np.float32)
-        walk[:, 0] = rng.standard_normal((count, self.dim), dtype=np.float32)
+        scale = 1.0 / np.sqrt(RANK)
+        topic = rng.integers(0, self.n_topics, count)
+        basis = self.basis[topic]  # [c, r, D]
+        offset = CLIP_SPREAD * scale * rng.standard_normal((count, RANK), dtype=np.float32)
+        walk = np.empty((count, rows, RANK), np.float32)  # [c, T, r]
+        walk[:, 0] = rng.standard_normal((count, RANK), dtype=np.float32)
         step = np.sqrt(1 - AR * AR)
         for t in range(1, rows):
-            walk[:, t] = AR * walk[:, t - 1] + step * rng.standard_normal((count, self.dim), dtype=np.float32)
-        out = centre[:, None, :] + ROW_SPREAD * scale * walk
+            walk[:, t] = AR * walk[:, t - 1] + step * rng.standard_normal((count, RANK), dtype=np.float32)
+        coords = offset[:, None, :] + ROW_SPREAD * scale * walk  # [c, T, r]
+        out = self.topics[topic][:, None, :] + np.einsum("ctr,crd->ctd", coords, basis)
+        out += NOISE / np.sqrt(self.dim) * rng.standard_normal(out.shape, dtype=np.float32)
         return l2_normalize(out.reshape(count * rows, self.dim))
 
     def sample(self, n: int, seed: int) -> np.ndarray:
@@ -119,7 +128,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=200_000)
     p.add_argument("--dim", type=int, default=256)
-    p.add_argument("--kind", default="pq", help="index kind for serve.index_build (default: the compressed one)")
+    p.add_argument("--kind", default="auto", help="index kind for serve.index_build (auto: what `egovlp index` picks)")
     p.add_argument("--nlist", type=int, default=None)
     p.add_argument("--queries", type=int, default=500)
     p.add_argument("--searches", type=int, default=2000)

@@ -6,11 +6,13 @@ its rows table is written batch by batch. The exact top-10 of a few query rows i
 heap over the same chunks, so the recall@10 printed at the end is measured against exact search
 over every row, and the search parameter (nprobe) is raised until it reaches `TARGET_RECALL`.
 
-Index kinds (`--kind`): `flat` (exact, fp32), `ivf` (IVF over fp32 rows), `hnsw`, and `pq` - the
-compressed kind for large collections: IVF with an HNSW coarse quantizer, 4-bit fast-scan PQ codes
-(dim/8 bytes) and a 4-bit scalar-quantized refine stage (dim/2 bytes) that re-ranks the PQ candidates:
-about 170 bytes per 256-d row instead of 1024. (An OPQ rotation in front trained 30x slower here
-for no recall gain; benchmarks/RESULTS.md.) `auto` is exact up to `FLAT_MAX_ROWS`, `pq` above.
+Index kinds (`--kind`): `flat` (exact, fp32), `ivf` (IVF over fp32 rows), `hnsw`, and two
+compressed kinds for large collections, both IVF with an HNSW coarse quantizer (cheap assignment
+of millions of rows): `sq8` - 8-bit scalar codes of each row's residual to its list centroid (dim
+bytes, 264 per 256-d row with its id; the default above `FLAT_MAX_ROWS`), and `pq` - 4-bit fast-scan
+PQ codes (dim/8 bytes) re-ranked by 4-bit scalar codes (dim/2 bytes): 177 bytes per row, lower
+recall on near-duplicate rows. (OPQ in front of PQ trained 30x slower here for no recall gain;
+8-bit PQ64 did worse than SQ8; benchmarks/RESULTS.md.) `auto` is exact up to `FLAT_MAX_ROWS`, `sq8` above.
 """
 
 from __future__ import annotations
@@ -43,9 +45,10 @@ TARGET_RECALL = 0.95
 RECALL_QUERIES = 200
 CHUNK_ROWS = 65_536  # rows per add() / per rows-table batch (64 MiB of fp32 at 256-d)
 TRAIN_PER_LIST = 40  # k-means training points per IVF list
+KMEANS_ITERS = 10
 MIN_TRAIN = 65_536  # PQ / OPQ codebooks want at least this many points
 REFINE_K_FACTOR = 4
-KINDS = ("auto", "flat", "ivf", "hnsw", "pq")
+KINDS = ("auto", "flat", "ivf", "hnsw", "sq8", "pq")
 
 
 @dataclass
@@ -81,8 +84,8 @@ class BuildPlan:
 
 
 def default_nlist(n: int) -> int:
-    """~4 sqrt(N) lists, a power of two, at most N / 39 (FAISS' points-per-centroid rule)."""
-    want = max(1, min(4 * math.sqrt(n), n / 39))
+    """~2 sqrt(N) lists, a power of two, at most N / 39 (FAISS' points-per-centroid rule)."""
+    want = max(1, min(2 * math.sqrt(n), n / 39))
     return max(1, 2 ** round(math.log2(want)))
 
 
@@ -100,7 +103,7 @@ def plan_index(n: int, dim: int, kind: str = "auto", nlist: int | None = None) -
     if kind not in KINDS:
         raise InputError(f"--kind {kind!r}: choose one of {', '.join(KINDS)}")
     if kind == "auto":
-        kind = "flat" if n <= FLAT_MAX_ROWS else "pq"
+        kind = "flat" if n <= FLAT_MAX_ROWS else "sq8"
     if kind == "flat":
         return BuildPlan("flat", "Flat")
     if kind == "hnsw":
@@ -112,6 +115,8 @@ def plan_index(n: int, dim: int, kind: str = "auto", nlist: int | None = None) -
     probes = [v for v in (1, 2, 4, 8, 16, 32, 64, 128, 256) if v < nlist] + [min(nlist, 512)]
     if kind == "ivf":
         return BuildPlan("ivf", f"IVF{nlist},Flat", nlist, [{"nprobe": p} for p in probes])
+    if kind == "sq8":  # 8-bit scalar codes of the residual to the list centroid: dim bytes per row
+        return BuildPlan("sq8", f"IVF{nlist}_HNSW32,SQ8", nlist, [{"nprobe": p} for p in probes])
     factory = pq_factory(dim, nlist)
     extra = {"k_factor_rf": REFINE_K_FACTOR} if "Refine" in factory else {}
     return BuildPlan("pq", factory, nlist, [{"nprobe": p, **extra} for p in probes])
@@ -121,7 +126,7 @@ def _train_size(plan: BuildPlan, n: int) -> int:
     if plan.kind == "flat" or plan.kind == "hnsw":
         return 0
     want = (plan.nlist or 1) * TRAIN_PER_LIST
-    if plan.kind == "pq":
+    if plan.kind in ("pq", "sq8"):
         want = max(want, MIN_TRAIN)
     return min(n, want)
 
@@ -136,6 +141,8 @@ def create_index(plan: BuildPlan, dim: int, train: np.ndarray | None, use_gpu: b
         if train is None or len(train) == 0:
             raise InputError("no rows to train the index on")
         ivf = faiss.extract_index_ivf(index) if plan.nlist else None
+        if ivf is not None:
+            ivf.cp.niter = KMEANS_ITERS
         if ivf is not None and use_gpu:
             ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatL2(dim))
         started = time.perf_counter()
