@@ -24,6 +24,7 @@ from egovlp import io as egovlp_io
 from egovlp.cli import run as cli_run
 from egovlp.errors import InputError
 from egovlp.formats.egoclip import EgoClipRow, write_egoclip
+from pretrain import shard_write as W
 from pretrain import shards as S
 from pretrain.loader import expand_shards, make_train_loader, num_samples
 
@@ -172,7 +173,7 @@ def test_samples_frames_and_negatives(shards_dir):
 def test_resume_after_interruption_matches_uninterrupted(dataset, shards_dir, tmp_path, monkeypatch):
     csv, videos = dataset
     out = tmp_path / "resumed"
-    real_read = S._read_clip
+    real_read = W._read_clip
     calls = {"n": 0}
 
     def dying_read(task, row):
@@ -181,10 +182,10 @@ def test_resume_after_interruption_matches_uninterrupted(dataset, shards_dir, tm
             raise KeyboardInterrupt  # the run is killed half-way through shard 2
         return real_read(task, row)
 
-    monkeypatch.setattr(S, "_read_clip", dying_read)
+    monkeypatch.setattr(W, "_read_clip", dying_read)
     with pytest.raises(KeyboardInterrupt):
         S.run_shards(csv, videos, out, workers=0, progress=False, **ARGS)
-    monkeypatch.setattr(S, "_read_clip", real_read)
+    monkeypatch.setattr(W, "_read_clip", real_read)
     done_before = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.tar")}
     assert S.shard_name(2) not in done_before and len(done_before) >= 1
     # as a hard kill leaves it: named after this host and a writer pid that is gone

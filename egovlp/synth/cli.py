@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from egovlp.errors import InputError
+from egovlp.procs import die_with_parent
 from egovlp.synth.annotations import write_annotations
 from egovlp.synth.fho import VIDEO_FOLDER as FHO_VIDEO_FOLDER
 from egovlp.synth.fho import FHOVideoPlan, make_fho_world, render_fho_video, write_fho_annotations
@@ -131,7 +132,8 @@ def _run_jobs(jobs: list[tuple[VideoPlan | FHOVideoPlan, str, int]], workers: in
     # for work that needs numpy and PyAV only. The pool starts before the progress bar's thread.
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with ctx.Pool(min(workers, len(jobs))) as pool, bar() as b:
+    pool = ctx.Pool(min(workers, len(jobs)), initializer=die_with_parent, initargs=(os.getpid(),))
+    with pool, bar() as b:
         for _uid in pool.imap_unordered(_render_job, jobs):
             b.update()
 
