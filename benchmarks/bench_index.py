@@ -55,7 +55,10 @@ class SyntheticSource:
         basis = rng.standard_normal((self.n_topics, RANK, dim)).astype(np.float32)
         self.basis = basis / np.linalg.norm(basis, axis=2, keepdims=True)  # [K, r, D] unit directions
         self.files = files_dict(
-            [(f"clip{i:07d}", f"clip{i:07d}", f"video{i // 8:06d}", f"video{i // 8:06d}.mp4", 0.0) for i in range(clips)]
+            [
+                (f"clip{i:07d}", f"clip{i:07d}", f"video{i // 8:06d}", f"video{i // 8:06d}.mp4", 0.0)
+                for i in range(clips)
+            ]
         )
         self.identity = {"model": "synthetic", "weights_hash": None, "config_hash": None, "precision": None}
 
@@ -107,7 +110,9 @@ def measure(index_dir: str, queries_path: str, truth_path: str, searches: int) -
     rss_mb = psutil.Process().memory_info().rss / 2**20
     queries, truth = np.load(queries_path), np.load(truth_path)
     _, got = idx.index.search(queries, 10)
-    recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth.tolist(), got.tolist(), strict=True)]))
+    recall = float(
+        np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth.tolist(), got.tolist(), strict=True)])
+    )
     times = []
     for i in range(searches):
         q = queries[i % len(queries)][None]
@@ -128,7 +133,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=200_000)
     p.add_argument("--dim", type=int, default=256)
-    p.add_argument("--kind", default="auto", help="index kind for serve.index_build (auto: what `egovlp index` picks)")
+    p.add_argument(
+        "--kind", default="auto", help="index kind for serve.index_build (auto: what `egovlp index` picks)"
+    )
     p.add_argument("--nlist", type=int, default=None)
     p.add_argument("--queries", type=int, default=500)
     p.add_argument("--searches", type=int, default=2000)

@@ -23,6 +23,7 @@ from serve import routes_api, routes_ops
 from serve.backend import ModelBackend, load_backend
 from serve.errors import ServiceError, classify, error_response
 from serve.metrics import MetricsMiddleware
+from serve.schemas import tighten_openapi
 from serve.security import BodyLimitMiddleware, ContentTypeMiddleware, ErrorEnvelopeMiddleware
 from serve.state import VERSION, AppState, Settings
 
@@ -75,6 +76,20 @@ def create_app(
         app.add_exception_handler(cls, handle)
     app.include_router(routes_ops.router)
     app.include_router(routes_api.router)
+    default_openapi = app.openapi
+
+    def openapi() -> dict:
+        """FastAPI's document with the enforced limits filled in (cached once the model is loaded)."""
+        if app.openapi_schema is not None and state.loaded:
+            return app.openapi_schema
+        app.openapi_schema = None
+        b = state.backend_
+        model = None if b is None else {"vocab_size": b.vocab_size, "max_tokens": b.max_tokens, "dim": b.dim}
+        doc = tighten_openapi(default_openapi(), settings.limits(), model)
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     def count(kind: str) -> None:
         state.metrics.errors.labels(kind).inc()

@@ -191,3 +191,44 @@ VIDEO_OPENAPI_BODY = {
         },
     }
 }
+
+
+def tighten_openapi(doc: dict, limits: dict, model: dict | None) -> dict:
+    """Publish the limits the routes enforce (text length, inputs per request, token ids, dimensions,
+    one of query/video), so schema-valid requests are exactly the ones the service accepts."""
+    schemas = doc.get("components", {}).get("schemas", {})
+    text = {"type": "string", "minLength": 1, "maxLength": limits["max_text_chars"]}
+    embed = schemas.get("EmbeddingRequest")
+    if embed is not None:
+        vocab = model["vocab_size"] if model else 30522
+        max_tokens = model["max_tokens"] if model else 512
+        ids = {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": max_tokens,
+            "items": {"type": "integer", "minimum": 0, "maximum": vocab - 1},
+        }
+        many = {"minItems": 1, "maxItems": limits["max_inputs"]}
+        embed["properties"]["input"] = {
+            "anyOf": [
+                text,
+                {"type": "array", "items": text, **many},
+                ids,
+                {"type": "array", "items": ids, **many},
+            ],
+            "description": EmbeddingRequest.__doc__.split("\n\n")[1].strip()
+            if EmbeddingRequest.__doc__
+            else "",
+        }
+        if model:
+            embed["properties"]["dimensions"] = {
+                "anyOf": [{"type": "integer", "enum": [model["dim"]]}, {"type": "null"}]
+            }
+    search = schemas.get("SearchRequest")
+    if search is not None:
+        search["properties"]["query"] = {"anyOf": [text, {"type": "null"}]}
+        search["oneOf"] = [
+            {"required": ["query"], "properties": {"query": text}},
+            {"required": ["video"], "properties": {"video": {"not": {"type": "null"}}}},
+        ]
+    return doc

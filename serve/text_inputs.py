@@ -42,7 +42,7 @@ def check_ids(ids: Sequence[int], name: str, vocab_size: int, max_tokens: int) -
     if not ids:
         raise InputError(f"{name}: empty token list, nothing to embed")
     if len(ids) > max_tokens:
-        raise TooLarge(f"{name}: {len(ids)} tokens, the limit is {max_tokens}")
+        raise TooLarge(f"{name}: {len(ids)} tokens, the model takes at most {max_tokens}")
     for j, t in enumerate(ids):
         if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab_size:
             raise InputError(f"{name}[{j}]: token id {t!r} is outside the vocabulary (0..{vocab_size - 1})")

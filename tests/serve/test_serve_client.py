@@ -62,7 +62,9 @@ def test_gives_up_with_the_last_answer_and_does_not_retry_4xx():
     with pytest.raises(ServiceError) as err:
         client.embed_text("x")
     assert err.value.status == 429 and len(calls) == 3
-    transport, calls = _scripted([httpx.Response(400, json={"error": "input: bad", "type": "invalid_request_error"})])
+    transport, calls = _scripted(
+        [httpx.Response(400, json={"error": "input: bad", "type": "invalid_request_error"})]
+    )
     client = EgoVLPClient("http://svc", transport=transport, retries=3)
     with pytest.raises(ServiceError) as err:
         client.embed_text("x")

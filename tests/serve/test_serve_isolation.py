@@ -23,7 +23,9 @@ def _concurrently(client, bodies: list[dict], route: str = "/v1/embeddings") -> 
     def call(i: int) -> None:
         start.wait()
         # json.dumps escapes the lone surrogate as \ud800, as a real client's JSON would
-        out[i] = client.post(route, content=json.dumps(bodies[i]), headers={"content-type": "application/json"})
+        out[i] = client.post(
+            route, content=json.dumps(bodies[i]), headers={"content-type": "application/json"}
+        )
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(len(bodies))]
     for t in threads:
