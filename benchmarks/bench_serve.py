@@ -2,6 +2,7 @@
 
     python benchmarks/bench_serve.py                       # tiny random model, text + video
     python benchmarks/bench_serve.py --model DIR --requests 400 --time-limit 30
+    python benchmarks/bench_serve.py --mixed               # 60 s mixed + poisoned load, --workers 1 and 2
 
 Starts the service on 127.0.0.1 (a free port) in a subprocess, sends a fixed number of requests per
 level (stopping early at --time-limit seconds), then an overload burst beyond the queue to show that
@@ -108,6 +109,98 @@ async def _level(url: str, payload: dict, concurrency: int, requests: int, time_
     }
 
 
+def _tiny_index(model_dir: str, out: Path) -> Path:
+    """An index over random features stamped with the tiny model's identity (search needs one)."""
+    import egovlp
+    from egovlp.features import model_identity
+    from serve.index import build_index
+
+    model = egovlp.load_model(model_dir)
+    ident = model_identity(model, "bench-tiny")
+    feats = out / "features"
+    feats.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        rows = rng.standard_normal((100, model.cfg.projection_dim)).astype(np.float32)
+        np.save(feats / f"clip{i}.npy", rows)
+        times = [[j / 1.875, (j + 1) / 1.875] for j in range(100)]
+        meta = {"clip_uid": f"clip{i}", "video_uid": f"v{i}", "num_rows": 100, "row_times": times,
+                "dim": model.cfg.projection_dim, **ident.as_meta()}  # fmt: skip
+        (feats / f"clip{i}.json").write_text(json.dumps(meta))
+    build_index(feats, out / "index")
+    return out / "index"
+
+
+def _tree_rss_mb(pid: int) -> float:
+    import psutil
+
+    proc = psutil.Process(pid)
+    procs = [proc, *proc.children(recursive=True)]
+    return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
+
+
+def mixed(args: argparse.Namespace) -> int:
+    """60 s of mixed text/video/search with poisoned inputs at concurrency 64, for --workers 1 and 2."""
+    from serve.loadtest import run_load
+
+    summary: dict = {"mode": "mixed", "duration_s": args.duration, "concurrency": args.mixed_concurrency}
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model or str(_tiny_model(Path(tmp) / "model"))
+        index = _tiny_index(model, Path(tmp))
+        videos = Path(tmp) / "videos"
+        videos.mkdir()
+        _tiny_video(videos / "v.mp4")
+        for workers in args.workers:
+            port = _free_port()
+            url = f"http://127.0.0.1:{port}"
+            cmd = [sys.executable, "-m", "egovlp", "serve", "--model", model, "--index", str(index),
+                   "--allowed-root", str(videos), "--port", str(port), "--workers", str(workers),
+                   "--log-level", "warning"]  # fmt: skip
+            server = subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT)
+            try:
+                _wait_ready(url, server)
+                asyncio.run(run_load(url, "v.mp4", duration_s=5, concurrency=args.mixed_concurrency, seed=1))
+                rss_before = _tree_rss_mb(server.pid)
+                result = asyncio.run(
+                    run_load(
+                        url, "v.mp4", duration_s=args.duration, concurrency=args.mixed_concurrency, seed=2
+                    )
+                )
+                rss_after = _tree_rss_mb(server.pid)
+            finally:
+                server.terminate()
+                server.wait(30)
+            row = result.summary() | {
+                "workers": workers,
+                "rss_before_mb": round(rss_before, 1),
+                "rss_after_mb": round(rss_after, 1),
+                "rss_growth": round(rss_after / rss_before - 1, 4),
+                "unexpected_examples": result.unexpected[:3],
+            }
+            print(json.dumps(row), flush=True)
+            summary[f"workers_{workers}"] = {k: v for k, v in row.items() if k != "statuses"}
+    if "workers_1" in summary and "workers_2" in summary and summary["workers_1"]["good_ok_per_s"]:
+        summary["speedup_workers_2"] = round(
+            summary["workers_2"]["good_ok_per_s"] / summary["workers_1"]["good_ok_per_s"], 2
+        )
+    print(json.dumps(summary))
+    return 0
+
+
+def _wait_ready(url: str, server: subprocess.Popen) -> None:
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if server.poll() is not None:
+            raise SystemExit(f"server exited with {server.returncode}")
+        time.sleep(0.2)
+    raise SystemExit("server not ready after 300 s")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model dir/.pth (default: a tiny random model)")
@@ -117,7 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overload", type=int, default=256, help="burst concurrency for the 429 check")
     parser.add_argument("--max-queue", type=int, default=64, help="server queue bound")
     parser.add_argument("--no-video", action="store_true")
+    parser.add_argument(
+        "--mixed", action="store_true", help="mixed load with poisoned inputs, --workers 1 and 2"
+    )
+    parser.add_argument("--duration", type=float, default=60.0, help="--mixed: seconds per run")
+    parser.add_argument("--mixed-concurrency", type=int, default=64)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="--mixed: uvicorn workers")
     args = parser.parse_args(argv)
+    if args.mixed:
+        return mixed(args)
 
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or str(_tiny_model(Path(tmp) / "model"))

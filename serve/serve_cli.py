@@ -59,6 +59,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-mb", type=positive_float, default=64.0, help="request body limit")
     p.add_argument("--max-decodes", type=positive_int, default=4, help="video decode worker processes")
     p.add_argument("--decode-timeout", type=positive_float, default=30.0, help="seconds per video decode")
+    p.add_argument(
+        "--keep-alive", type=positive_float, default=30.0, help="seconds an idle connection stays open"
+    )
     p.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin")
     p.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS)
     return p
@@ -118,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.workers == 1:
         app = create_app(settings, backend=backend)
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        uvicorn.run(
+            app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=args.keep_alive
+        )
         return 0
     del backend  # checked; every worker loads its own
     os.environ[SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
@@ -129,5 +134,6 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
+        timeout_keep_alive=args.keep_alive,
     )
     return 0
