@@ -102,3 +102,62 @@ def test_bad_feature_folders(tmp_path, caplog):
 def _empty(tmp_path):
     (tmp_path / "empty").mkdir()
     return tmp_path / "empty"
+
+
+def _exit(argv: list[str]) -> int:
+    from egovlp.cli import run
+
+    try:
+        return run(argv)
+    except SystemExit as stop:
+        return int(stop.code)
+
+
+def test_index_refuses_bad_inputs_in_one_line(tmp_path, capsys):
+    feats = tmp_path / "f"
+    write_features(feats, "a", _clustered(5), "h1", weights_hash="w1")
+    write_features(feats, "b", _clustered(5, seed=2), "h1", weights_hash="w2")  # other weights
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    corrupt = tmp_path / "corrupt"
+    good = tmp_path / "good"
+    write_features(good, "a", _clustered(5), "h1", weights_hash="w1")
+    build_index(good, corrupt)
+    (corrupt / "index.faiss").write_bytes(b"\x00garbage")
+    typed = tmp_path / "typed"
+    write_features(typed, "a", _clustered(5), "h1")
+    side = json.loads((typed / "a.json").read_text())
+    (typed / "a.json").write_text(json.dumps(side | {"num_rows": "five"}))
+    cases = [
+        (["--features", str(feats), "--out", str(tmp_path / "o")], ["a.json", "b.json", "weights"]),
+        (["--features", str(good), "--out", str(a_file)], ["--out", "is a file"]),
+        (["--features", str(good), "--out", str(tmp_path / "o"), "--nlist", "-1"], ["--nlist"]),
+        (["--features", str(good), "--out", str(corrupt), "--add"], ["index.faiss"]),
+        (["--features", str(typed), "--out", str(tmp_path / "o")], ["a.json", "num_rows"]),
+        (["--features", str(tmp_path / "missing"), "--out", str(tmp_path / "o")], ["--features"]),
+    ]
+    for argv, words in cases:
+        assert _exit(["index", *argv]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert all(w in err for w in words), (words, err)
+
+
+def test_compressed_kinds_stream_and_add(tmp_path):
+    feats = tmp_path / "f"
+    data = _clustered(4000, dim=32, centers=40)
+    for i in range(4):
+        write_features(feats, f"c{i}", data[i * 1000 : (i + 1) * 1000], "h1", weights_hash="w")
+    floors = {"sq8": 0.9, "pq": 0.2}  # pq: 4-bit codes blur near-duplicate rows (benchmarks/RESULTS.md)
+    for kind in ("sq8", "pq"):
+        info = build_index(feats, tmp_path / kind, kind=kind, nlist=16)
+        assert info["recall_at_10"] >= floors[kind], (kind, info["recall_at_10"])
+        assert info["kind"] == kind and info["count"] == 4000 and info["weights_hash"] == "w"
+        assert info["bytes_per_vector"] < 4 * 32  # compressed: fewer bytes than the fp32 row
+        idx = load_index(tmp_path / kind, use_gpu=False)
+        hit = idx.search(data[2500:2501], 1)[0][0]
+        assert (hit["clip_uid"], hit["row"]) == ("c2", 500)
+    extra = tmp_path / "extra"
+    write_features(extra, "new", _clustered(50, dim=32, seed=9), "h1", weights_hash="w")
+    added = add_to_index(extra, tmp_path / "sq8")
+    assert added["added"] == 50 and len(load_index(tmp_path / "sq8", use_gpu=False)) == 4050
