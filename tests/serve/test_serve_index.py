@@ -161,3 +161,21 @@ def test_compressed_kinds_stream_and_add(tmp_path):
     write_features(extra, "new", _clustered(50, dim=32, seed=9), "h1", weights_hash="w")
     added = add_to_index(extra, tmp_path / "sq8")
     assert added["added"] == 50 and len(load_index(tmp_path / "sq8", use_gpu=False)) == 4050
+
+
+def test_full_disk_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    import subprocess
+
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(tiny)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        feats = tmp_path / "f"
+        write_features(feats, "a", _clustered(2000, dim=64), "h1")
+        assert _exit(["index", "--features", str(feats), "--out", str(tiny / "idx")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "cannot write" in err and "Traceback" not in err, err
+        assert list((tiny / "idx").iterdir()) == []  # no temp files left behind
+    finally:
+        subprocess.run(["umount", str(tiny)], check=False)
