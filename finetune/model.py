@@ -1,12 +1,16 @@
 """The fine-tuned model: EgoVLP's video tower with a linear head (B.7), and its saved folder.
 
-OSCC has 2 classes (no state change, state change), PNR 16 (which of the 16 input frames is the
-point of no return). The tower starts from an EgoVLP checkpoint (.pth), a converted folder, a timm
+OSCC has 2 classes (no state change, state change): a linear layer on the video CLS feature. PNR has
+16 (which of the 16 input frames is the point of no return): one linear layer scores how each
+frame's feature (the mean of its patch tokens) differs from the previous frame's, so class i is
+tied to frame i and the score is high where the state jumps; on the synthetic world a CLS head memorized the train clips
+and did not localize (val error above "always the same frame"). The tower starts from an EgoVLP checkpoint (.pth), a converted folder, a timm
 image ViT (`vit:PATH`) or random weights; its `temporal_embed` is fitted to 16 frames (truncated or
 zero-padded, B.2) and its `pos_embed` resampled when the input size differs from the checkpoint's.
 
 A saved model is a folder: `model.safetensors` (`video_model.*`, `head.*`) and `config.json`
-(`task`, `num_classes`, `num_frames`, `video` = the tower's VideoTowerConfig, `init`).
+(`task`, `num_classes`, `head` = "cls" | "frame", `num_frames`, `video` = the tower's
+VideoTowerConfig, `init`).
 """
 
 from __future__ import annotations
@@ -28,23 +32,38 @@ from egovlp.video_tower import SpaceTimeTransformer
 log = logging.getLogger(__name__)
 
 TASK_CLASSES = {"oscc": 2, "pnr": 16}
+TASK_HEADS = {"oscc": "cls", "pnr": "frame"}
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
 
 class FHOClassifier(nn.Module):
-    """frames `[B, F, 3, H, W]` -> logits `[B, num_classes]` (video CLS -> Linear)."""
+    """frames `[B, F, 3, H, W]` -> logits `[B, num_classes]`.
 
-    def __init__(self, video: VideoTowerConfig, num_classes: int) -> None:
+    head "cls": video CLS -> Linear(D, num_classes). head "frame" (num_classes == F): each frame's
+    mean patch token minus the previous frame's -> Linear(D, 1), logit i from frame i.
+    """
+
+    def __init__(self, video: VideoTowerConfig, num_classes: int, head: str = "cls") -> None:
         super().__init__()
+        if head not in ("cls", "frame"):
+            raise ValueError(f"head must be 'cls' or 'frame', got {head!r}")
         self.video_cfg = video
+        self.head_type = head
         self.video_model = SpaceTimeTransformer(video)
-        self.head = nn.Linear(video.embed_dim, num_classes)
+        self.head = nn.Linear(video.embed_dim, num_classes if head == "cls" else 1)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.head(self.video_model(frames))  # (B, D) -> (B, C)
+        if self.head_type == "cls":
+            return self.head(self.video_model(frames))  # (B, D) -> (B, C)
+        B, Fr = frames.shape[:2]
+        tokens = self.video_model.forward_tokens(frames)[:, 1:]  # (B, F*P, D), CLS dropped
+        per_frame = tokens.reshape(B, Fr, -1, tokens.shape[-1]).mean(2)  # (B, F, D)
+        # what changed since the previous frame (nothing at frame 0): the PNR is where the state jumps
+        change = per_frame - torch.cat([per_frame[:, :1], per_frame[:, :-1]], dim=1)  # (B, F, D)
+        return self.head(change).squeeze(-1)  # (B, F): class i = frame i
 
 
 def _model_config(init: str, model_yaml: str) -> ModelConfig:
@@ -85,7 +104,7 @@ def create_classifier(
         raise InputError(
             f"--img-size {video.img_size}: must be a multiple of the patch size {video.patch_size}"
         )
-    model = FHOClassifier(video, TASK_CLASSES[task])
+    model = FHOClassifier(video, TASK_CLASSES[task], TASK_HEADS[task])
     state = _resample_pos_embed(egovlp_model.video_model.state_dict(), model.video_model)
     model.video_model.load_state_dict(state)
     return model
@@ -107,6 +126,7 @@ def save_classifier(
     config = {
         "task": task,
         "num_classes": TASK_CLASSES[task],
+        "head": model.head_type,
         "num_frames": model.video_cfg.num_frames,
         "video": dataclasses.asdict(model.video_cfg),
         **(extra or {}),
@@ -139,7 +159,10 @@ def load_classifier(path: str | os.PathLike) -> tuple[FHOClassifier, dict[str, A
     if not isinstance(config, dict) or config.get("task") not in TASK_CLASSES:
         raise InputError(f"{folder / CONFIG_NAME}: expected a fine-tuned model config with task oscc or pnr")
     video = config_from_dict(VideoTowerConfig, config.get("video"), f"{folder / CONFIG_NAME}: video")
-    model = FHOClassifier(video, TASK_CLASSES[config["task"]])
+    head = config.get("head", "cls")
+    if head not in ("cls", "frame"):
+        raise InputError(f"{folder / CONFIG_NAME}: head {head!r} is not cls or frame")
+    model = FHOClassifier(video, TASK_CLASSES[config["task"]], head)
     try:
         state = load_file(str(folder / WEIGHTS_NAME))
     except Exception as err:  # noqa: BLE001 - a corrupt file is the user's input

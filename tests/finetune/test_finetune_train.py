@@ -106,7 +106,8 @@ def test_starting_points(tmp_path):
     src.save_pretrained(tmp_path / "converted")
     # from a converted folder: the tower's weights, temporal_embed zero-padded to 16 frames
     model = create_classifier("pnr", str(tmp_path / "converted"))
-    assert model.head.out_features == 16 and model.video_cfg.num_frames == 16
+    assert model.head_type == "frame" and model.video_cfg.num_frames == 16
+    assert model(torch.randn(1, 16, 3, 32, 32)).shape == (1, 16)  # one logit per input frame
     te = model.video_model.temporal_embed
     torch.testing.assert_close(te[:, :4], src.video_model.temporal_embed)
     assert te[:, 4:].abs().sum() == 0
