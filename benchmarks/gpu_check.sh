@@ -16,10 +16,10 @@ set -uo pipefail
 
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-OUT=${OUT:-benchmarks/gpu_check.json}
-RESULTS=${RESULTS:-benchmarks/RESULTS.md}
 DRY=0
 [[ "${1:-}" == "--dry-run" ]] && DRY=1
+if [[ $DRY == 1 ]]; then OUT=${OUT:-${TMPDIR:-/tmp}/gpu_check.dry.json}; else OUT=${OUT:-benchmarks/gpu_check.json}; fi
+RESULTS=${RESULTS:-benchmarks/RESULTS.md}
 if [[ ! -x "$PY" ]]; then  # a fresh machine: the project's own install (make), then the check
   make -s .venv/.installed || { echo "gpu_check: cannot install the project (make)" >&2; exit 2; }
 fi
