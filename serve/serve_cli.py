@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     resolve_device(args.device)
     level = "DEBUG" if args.log_level == "trace" else args.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which SIMD build it picked: noise
     settings = settings_from(args)
     backend = load(settings)  # InputError (one line, exit 2) for a model or index that cannot serve
     import uvicorn
