@@ -18,6 +18,7 @@ import math
 import os
 import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,58 +65,40 @@ def _parse_float(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = _parse_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+def _argparse_number(parse: Callable[[str], float], ok: Callable[[float], bool], rule: str, name: str):
+    """An argparse `type=` callable: `parse` the text, then refuse values that are not `ok`."""
+
+    def convert(text: str):
+        value = parse(text)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {value:g}")
+        return value
+
+    convert.__name__ = convert.__qualname__ = name  # argparse names the type in its messages
+    convert.__doc__ = f"argparse type: {rule}."
+    return convert
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    value = _parse_int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
-    return value
+positive_int = _argparse_number(_parse_int, lambda v: v >= 1, "a positive integer", "positive_int")
+non_negative_int = _argparse_number(_parse_int, lambda v: v >= 0, "an integer >= 0", "non_negative_int")
+positive_float = _argparse_number(_parse_float, lambda v: v > 0, "a number > 0", "positive_float")
+non_negative_float = _argparse_number(_parse_float, lambda v: v >= 0, "a number >= 0", "non_negative_float")
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    value = _parse_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {value:g}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    value = _parse_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {value:g}")
-    return value
+def _check_number(value: float, name: str, ok: Callable[[float], bool], rule: str) -> None:
+    finite = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not finite or not ok(value):
+        raise InputError(f"{name}: must be {rule}, got {value!r}")
 
 
 def check_positive(value: float, name: str) -> None:
     """InputError unless `value` (an already-parsed option, e.g. from YAML) is finite and > 0."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise InputError(f"{name}: must be > 0, got {value!r}")
+    _check_number(value, name, lambda v: v > 0, "> 0")
 
 
 def check_non_negative(value: float, name: str) -> None:
     """InputError unless `value` is finite and >= 0."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise InputError(f"{name}: must be >= 0, got {value!r}")
+    _check_number(value, name, lambda v: v >= 0, ">= 0")
 
 
 # ----------------------------------------------------------------------------- devices
