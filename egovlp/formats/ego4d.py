@@ -154,21 +154,24 @@ class _Doc:
             )
         return value
 
-    def get_str(self, parent: dict, key: str, where: str, required: bool = True) -> str | None:
+    def present(self, parent: dict, key: str, where: str, required: bool) -> Any:
+        """parent[key]; a missing (or null) value is None, or an error when `required`."""
         value = parent.get(key)
+        if value is None and required:
+            raise self.fail(where, f"missing '{key}'")
+        return value
+
+    def get_str(self, parent: dict, key: str, where: str, required: bool = True) -> str | None:
+        value = self.present(parent, key, where, required)
         if value is None:
-            if required:
-                raise self.fail(where, f"missing '{key}'")
             return None
         if not isinstance(value, str):
             raise self.fail(f"{where}.{key}", f"expected a string, got {value!r}")
         return value
 
     def get_num(self, parent: dict, key: str, where: str, required: bool = True) -> float | None:
-        value = parent.get(key)
+        value = self.present(parent, key, where, required)
         if value is None:
-            if required:
-                raise self.fail(where, f"missing '{key}'")
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise self.fail(f"{where}.{key}", f"expected a number, got {value!r}")
