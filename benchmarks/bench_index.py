@@ -80,9 +80,10 @@ class SyntheticSource:
         return l2_normalize(out.reshape(count * rows, self.dim))
 
     def sample(self, n: int, seed: int) -> np.ndarray:
-        """n rows of fresh clips (the same distribution as the indexed rows; seed 1 = held-out queries)."""
-        clips = max(1, -(-n // 64))
-        rows = self.clips(0, clips, self.seed + 1000 + seed, rows=64)
+        """n rows of fresh clips (the same distribution as the indexed rows), 8 rows from each of n/8 clips,
+        so a few hundred queries cover many topics."""
+        clips = max(1, -(-n // 8))
+        rows = self.clips(0, clips, self.seed + 1000 + seed, rows=8)
         return rows[np.random.default_rng(seed).permutation(len(rows))[:n]]
 
     def chunks(self) -> Iterator[Chunk]:
@@ -106,6 +107,10 @@ def measure(index_dir: str, queries_path: str, truth_path: str, searches: int) -
     from serve.index_store import load_index
 
     faiss.omp_set_num_threads(1)
+    try:  # the build ran under `nice`; time the searches at normal priority
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+    except OSError:
+        pass
     idx = load_index(index_dir, use_gpu=False)
     rss_mb = psutil.Process().memory_info().rss / 2**20
     queries, truth = np.load(queries_path), np.load(truth_path)
@@ -119,13 +124,15 @@ def measure(index_dir: str, queries_path: str, truth_path: str, searches: int) -
         started = time.perf_counter()
         idx.search(q, 10)  # FAISS + the metadata of the 10 hits from the memory-mapped rows
         times.append((time.perf_counter() - started) * 1000)
-    rss_after = psutil.Process().memory_info().rss / 2**20
+    mem = psutil.Process().memory_full_info()
+    rss_after, file_backed = mem.rss / 2**20, mem.shared / 2**20
     return {
         "recall_at_10": round(recall, 4),
         "p50_ms": round(float(np.percentile(times, 50)), 3),
         "p99_ms": round(float(np.percentile(times, 99)), 3),
         "rss_mb": round(max(rss_mb, rss_after), 1),
         "rss_after_load_mb": round(rss_mb, 1),
+        "rss_file_backed_mb": round(file_backed, 1),  # pages of the memory-mapped rows table and libraries
     }
 
 
