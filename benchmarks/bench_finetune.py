@@ -121,12 +121,12 @@ def finetune_and_score(args, name: str, init: str, model_yaml: str, data: Path, 
     row: dict = {}
     for task in ("oscc", "pnr"):
         run_dir = out / "runs" / f"{name}-{task}"
-        options = {"task": task, "ann": str(data / "fho_oscc-pnr_train.json"), "videos": str(data / "fho_videos"),
+        options = {"task": task, "ann": str(data / "fho_oscc-pnr_train.json"), "videos": str(data / "videos"),
                    "output_dir": str(run_dir), "init": init, "model": model_yaml, "num_workers": 0,
                    "cache": True, "checkpoint_every": 10_000, **_options(args, task)}  # fmt: skip
         t0 = time.perf_counter()
         train(config_from_dict(FinetuneConfig, options, "bench"), progress=False)
-        preds = predict(run_dir, data / "fho_oscc-pnr_val.json", data / "fho_videos", run_dir / "pred.json",
+        preds = predict(run_dir, data / "fho_oscc-pnr_val.json", data / "videos", run_dir / "pred.json",
                         task=task, num_workers=0)  # fmt: skip
         row[task] = oscc_metrics(gt, preds) if task == "oscc" else pnr_metrics(gt, preds)
         row[f"{task}_seconds"] = round(time.perf_counter() - t0, 1)
@@ -144,13 +144,13 @@ def finetune_in_parallel(args, starts: dict[str, tuple[str, str]], data: Path, o
         for task in ("oscc", "pnr"):
             run_dir = out / "runs" / f"{name}-{task}"
             train_cmd = ["finetune", task, "--ann", str(data / "fho_oscc-pnr_train.json"),
-                         "--videos", str(data / "fho_videos"), "--out", str(run_dir), "--init", init,
+                         "--videos", str(data / "videos"), "--out", str(run_dir), "--init", init,
                          "--workers", "0", "--cache", "--checkpoint-every", "10000", "--quiet"]  # fmt: skip
             train_cmd += ["--model", model_yaml] if model_yaml else []
             for key, value in _options(args, task).items():
                 train_cmd += [f"--{key.replace('_', '-')}", str(value)]
             pred_cmd = ["finetune", "predict", task, "--checkpoint", str(run_dir), "--ann",
-                        str(data / "fho_oscc-pnr_val.json"), "--videos", str(data / "fho_videos"),
+                        str(data / "fho_oscc-pnr_val.json"), "--videos", str(data / "videos"),
                         "--out", str(run_dir / "pred.json"), "--workers", "0", "--quiet"]  # fmt: skip
             egovlp = f"{sys.executable} -m egovlp "
             script = egovlp + " ".join(train_cmd) + " && " + egovlp + " ".join(pred_cmd)

@@ -41,7 +41,7 @@ workflow, from the released checkpoint and the FHO annotations to an eval table:
 
 --init also takes a converted folder (`egovlp convert`), `vit:PATH` (a timm image ViT) or
 `random` (with --model configs/model/*.yaml). On the synthetic world: `egovlp synth data` writes
-data/fho_oscc-pnr_{train,val}.json and data/fho_videos/ (use --videos data/fho_videos).
+data/fho_oscc-pnr_{train,val}.json and their videos in data/videos/ (--videos data/videos).
 A run folder holds config.json, metrics.jsonl (one row per step), checkpoints/ (--resume) and
 final/ (the model predict reads).
 """

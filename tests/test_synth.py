@@ -78,7 +78,12 @@ def test_files_exist_and_parse(data, world):
     split = json.loads((data / "split.json").read_text())
     assert len(split["train"]) == 2 and len(split["val"]) == 5
     assert not set(split["train"]) & set(split["val"])
-    assert sorted(p.stem for p in (data / "videos").glob("*.mp4")) == sorted(split["train"] + split["val"])
+    # videos/ holds exactly the world's videos: the narrated ones and the state-change ones
+    fho_uids = {c.video_uid for s in ("train", "val") for c in read_fho(data / f"fho_oscc-pnr_{s}.json")}
+    assert not fho_uids & set(split["train"] + split["val"])
+    assert sorted(p.stem for p in (data / "videos").glob("*.mp4")) == sorted(
+        [*split["train"], *split["val"], *fho_uids]
+    )
 
     header = (data / "egoclip.csv").read_text().splitlines()[0]
     assert header.split("\t") == list(EGOCLIP_COLUMNS)
@@ -286,9 +291,7 @@ def test_fho_annotations_are_valid_and_balanced(data):
     clips = {s: read_fho(data / f"fho_oscc-pnr_{s}.json") for s in ("train", "val")}
     videos = {s: {c.video_uid for c in clips[s]} for s in clips}
     assert videos["train"] and videos["val"] and not videos["train"] & videos["val"]
-    assert sorted(p.stem for p in (data / "fho_videos").glob("*.mp4")) == sorted(
-        videos["train"] | videos["val"]
-    )
+    assert all((data / "videos" / f"{uid}.mp4").is_file() for uid in videos["train"] | videos["val"])
     ids = [c.unique_id for s in clips for c in clips[s]]
     assert len(ids) == len(set(ids))
     offsets = []
@@ -351,7 +354,7 @@ def test_fho_state_changes_at_the_pnr_frame_and_stays(tmp_path):
 
 def test_fho_videos_decode_and_show_the_change(data):
     (train,) = [c for c in read_fho(data / "fho_oscc-pnr_train.json") if c.state_change][:1]
-    frames, stream = _decode(data / "fho_videos" / f"{train.video_uid}.mp4")
+    frames, stream = _decode(data / "videos" / f"{train.video_uid}.mp4")
     assert stream.codec_context.name == "h264" and stream.average_rate == 30
     assert len(frames) == round(fho.video_duration() * 30) and frames.shape[1:] == (64, 84, 3)
     # inside the window the object is in view: a frame well before the PNR differs from the

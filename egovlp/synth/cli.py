@@ -18,7 +18,6 @@ from pathlib import Path
 from egovlp.errors import InputError
 from egovlp.procs import die_with_parent
 from egovlp.synth.annotations import write_annotations
-from egovlp.synth.fho import VIDEO_FOLDER as FHO_VIDEO_FOLDER
 from egovlp.synth.fho import FHOVideoPlan, make_fho_world, render_fho_video, write_fho_annotations
 from egovlp.synth.render import render_video
 from egovlp.synth.world import VideoPlan, frame_size, make_world
@@ -61,7 +60,7 @@ def synthesize(
 
     `val_videos` defaults to a quarter of the videos (at least one); `render=False` writes the
     annotation files only (they do not depend on the videos). `fho_videos` (default a quarter of
-    `videos`, at least 2) state-change videos of 4 clips each go to `fho_videos/` (egovlp.synth.fho).
+    `videos`, at least 2) state-change videos of 4 clips each go to `videos/` too (egovlp.synth.fho).
     """
     if videos < 2:
         raise InputError(f"--videos {videos}: need at least 2 (train and val)")
@@ -90,14 +89,12 @@ def synthesize(
     if render:
         video_dir = out / "videos"
         video_dir.mkdir(exist_ok=True)
-        jobs = [(p, str(video_dir / f"{p.video_uid}.mp4"), short_side) for p in plans]
+        # the narrated videos and the state-change videos share one folder (uids never collide)
+        jobs = [(p, str(video_dir / f"{p.video_uid}.mp4"), short_side) for p in [*plans, *fho_plans]]
         stale = {f.name for f in video_dir.glob("*.mp4")} - {Path(j[1]).name for j in jobs}
         if stale:
             # not ours to delete, but consumers that list the folder would pick them up
             log.warning("%s holds %d video(s) that are not part of this dataset", video_dir, len(stale))
-        fho_dir = out / FHO_VIDEO_FOLDER
-        fho_dir.mkdir(exist_ok=True)
-        jobs += [(p, str(fho_dir / f"{p.video_uid}.mp4"), short_side) for p in fho_plans]
         _run_jobs(jobs, workers, progress)
     counts = write_fho_annotations(out, fho_plans)  # before world.json, which marks a complete folder
     counts.update(write_annotations(out, plans, seed, short_side))
@@ -143,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="egovlp synth",
         description="Write the synthetic egocentric dataset: videos/{video_uid}.mp4, egoclip.csv, egomcq.json, "
         "nlq/moments/vq_{train,val}.json, verb/noun taxonomies, split.json, world.json, and the object "
-        "state changes: fho_videos/{video_uid}.mp4 with fho_oscc-pnr_{train,val}.json.",
+        "state changes: their own videos (also in videos/) with fho_oscc-pnr_{train,val}.json.",
     )
     p.add_argument("out_dir", help="output folder (created; existing files of the dataset are replaced)")
     p.add_argument(

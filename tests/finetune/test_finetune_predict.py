@@ -16,7 +16,7 @@ def runs(fho_world, tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("runs")
     for task in ("oscc", "pnr"):
         args = ["finetune", task, "--ann", str(fho_world / "fho_oscc-pnr_train.json")]
-        args += ["--videos", str(fho_world / "fho_videos"), "--out", str(out / task), "--init", "random"]
+        args += ["--videos", str(fho_world / "videos"), "--out", str(out / task), "--init", "random"]
         args += [
             "--model",
             str(fho_world / "micro.yaml"),
@@ -35,7 +35,7 @@ def _predict_and_eval(task: str, model: Path, world: Path, tmp_path: Path, capsy
     gt, pred = world / "fho_oscc-pnr_val.json", tmp_path / f"{task}.json"
     args = ["finetune", "predict", task, "--checkpoint", str(model), "--ann", str(gt)]
     assert (
-        run([*args, "--videos", str(world / "fho_videos"), "--out", str(pred), "--workers", "0", "--quiet"])
+        run([*args, "--videos", str(world / "videos"), "--out", str(pred), "--workers", "0", "--quiet"])
         == 0
     )
     capsys.readouterr()
@@ -67,7 +67,7 @@ def test_pnr_predictions_are_mapped_parent_frames(runs, fho_world, tmp_path, cap
 
 def test_wrong_task_and_bad_inputs_are_one_line(runs, fho_world, tmp_path, capsys):
     gt = str(fho_world / "fho_oscc-pnr_val.json")
-    videos = str(fho_world / "fho_videos")
+    videos = str(fho_world / "videos")
     cases = [
         ["finetune", "predict", "pnr", "--checkpoint", str(runs["oscc"]), "--ann", gt, "--videos", videos],
         ["finetune", "predict", "oscc", "--checkpoint", str(tmp_path), "--ann", gt, "--videos", videos],

@@ -22,7 +22,7 @@ def config(world: Path, out: Path, task: str = "oscc", **options) -> FinetuneCon
     base = {
         "task": task,
         "ann": str(world / "fho_oscc-pnr_train.json"),
-        "videos": str(world / "fho_videos"),
+        "videos": str(world / "videos"),
         "output_dir": str(out),
         "model": str(world / "micro.yaml"),
         "epochs": 2,
