@@ -143,3 +143,26 @@ def test_processes_share_each_epoch_evenly():
     both = epoch_order(9, epoch=1, seed=0, rank=0, world_size=2) + epoch_order(9, 1, 0, 1, 2)
     assert len(both) == 8 and len(set(both)) == 8
     assert epoch_order(9, 1, 0) == epoch_order(9, 1, 0) != epoch_order(9, 2, 0)
+
+
+def test_pretrained_folder_at_another_input_size(tmp_path):
+    """A pretraining run's final/ (like demo-output/pretrain/final: 4 frames, its own img_size) fine-tunes
+    at a smaller input: pos_embed resampled to the new patch grid, CLS position and the rest kept."""
+    torch.manual_seed(0)
+    from egovlp.model import EgoVLP
+
+    src = EgoVLP(micro_config(num_frames=4))  # 32 px, 8 px patches: a 4x4 grid
+    grid = src.video_model.pos_embed.detach().clone()  # (1, 1 + 16, D)
+    ramp = torch.arange(4.0).repeat(4)  # the patch's column, row-major: a ramp along x, flat along y
+    grid[0, 1:] = ramp[:, None] * torch.linspace(-1, 1, grid.shape[-1])
+    src.video_model.pos_embed.data.copy_(grid)
+    src.save_pretrained(tmp_path / "final")
+    model = create_classifier("pnr", str(tmp_path / "final"), img_size=24)  # a 3x3 grid
+    pos = model.video_model.pos_embed.detach()
+    assert pos.shape == (1, 1 + 9, grid.shape[-1]) and model.video_cfg.img_size == 24
+    torch.testing.assert_close(pos[0, 0], grid[0, 0])  # the CLS position is not resampled
+    cols = pos[0, 1:].reshape(3, 3, -1)[..., -1]  # (rows, cols) of the last channel
+    torch.testing.assert_close(cols, cols[:1].expand(3, 3))  # still flat along y
+    assert bool((cols[0, 1:] > cols[0, :-1]).all()) and cols[0, 0] < 1 < cols[0, 2] < 3  # still a ramp in x
+    torch.testing.assert_close(model.video_model.temporal_embed[:, :4], src.video_model.temporal_embed)
+    assert model(torch.randn(2, 16, 3, 24, 24)).shape == (2, 16)
