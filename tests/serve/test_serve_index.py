@@ -168,7 +168,9 @@ def test_full_disk_is_one_line_and_leaves_nothing(tmp_path, capsys):
 
     tiny = tmp_path / "tiny"
     tiny.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(tiny)], capture_output=True).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(tiny)], capture_output=True
+    ).returncode:
         pytest.skip("cannot mount a small tmpfs here")
     try:
         feats = tmp_path / "f"
