@@ -1,15 +1,18 @@
 """The fine-tuned model: EgoVLP's video tower with a linear head (B.7), and its saved folder.
 
 OSCC has 2 classes (no state change, state change): a linear layer on the video CLS feature. PNR has
-16 (which of the 16 input frames is the point of no return): one linear layer scores how each
-frame's feature (the mean of its patch tokens) differs from the previous frame's, so class i is
-tied to frame i and the score is high where the state jumps; on the synthetic world a CLS head memorized the train clips
-and did not localize (val error above "always the same frame"). The tower starts from an EgoVLP checkpoint (.pth), a converted folder, a timm
+16 (which of the 16 input frames is the point of no return): one linear layer scores, for each frame
+i, how the frames from i on differ from the frames before i (the mean of each frame's patch tokens,
+averaged over the frames after minus over the frames before), so class i is tied to frame i and the
+score is high where the state steps from one look to the other. A CLS head memorized the synthetic
+train clips and did not localize; a head on one frame's change from the previous frame ("frame",
+still loadable) was confused by the hand's motion, which a contrast over all frames averages out.
+The tower starts from an EgoVLP checkpoint (.pth), a converted folder, a timm
 image ViT (`vit:PATH`) or random weights; its `temporal_embed` is fitted to 16 frames (truncated or
 zero-padded, B.2) and its `pos_embed` resampled when the input size differs from the checkpoint's.
 
 A saved model is a folder: `model.safetensors` (`video_model.*`, `head.*`) and `config.json`
-(`task`, `num_classes`, `head` = "cls" | "frame", `num_frames`, `video` = the tower's
+(`task`, `num_classes`, `head` = "cls" | "frame" | "step", `num_frames`, `video` = the tower's
 VideoTowerConfig, `init`).
 """
 
@@ -32,7 +35,8 @@ from egovlp.video_tower import SpaceTimeTransformer
 log = logging.getLogger(__name__)
 
 TASK_CLASSES = {"oscc": 2, "pnr": 16}
-TASK_HEADS = {"oscc": "cls", "pnr": "frame"}
+TASK_HEADS = {"oscc": "cls", "pnr": "step"}
+HEADS = ("cls", "frame", "step")
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
@@ -40,14 +44,15 @@ CONFIG_NAME = "config.json"
 class FHOClassifier(nn.Module):
     """frames `[B, F, 3, H, W]` -> logits `[B, num_classes]`.
 
-    head "cls": video CLS -> Linear(D, num_classes). head "frame" (num_classes == F): each frame's
-    mean patch token minus the previous frame's -> Linear(D, 1), logit i from frame i.
+    head "cls": video CLS -> Linear(D, num_classes). Heads "frame" and "step" (num_classes == F) use
+    each frame's mean patch token f_j and give logit i = Linear(D, 1) of: "frame" f_i - f_(i-1);
+    "step" mean(f_i..f_(F-1)) - mean(f_0..f_(i-1)) (0 for i = 0, which has no frame before it).
     """
 
     def __init__(self, video: VideoTowerConfig, num_classes: int, head: str = "cls") -> None:
         super().__init__()
-        if head not in ("cls", "frame"):
-            raise ValueError(f"head must be 'cls' or 'frame', got {head!r}")
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         self.video_cfg = video
         self.head_type = head
         self.video_model = SpaceTimeTransformer(video)
@@ -61,9 +66,23 @@ class FHOClassifier(nn.Module):
         B, Fr = frames.shape[:2]
         tokens = self.video_model.forward_tokens(frames)[:, 1:]  # (B, F*P, D), CLS dropped
         per_frame = tokens.reshape(B, Fr, -1, tokens.shape[-1]).mean(2)  # (B, F, D)
-        # what changed since the previous frame (nothing at frame 0): the PNR is where the state jumps
-        change = per_frame - torch.cat([per_frame[:, :1], per_frame[:, :-1]], dim=1)  # (B, F, D)
+        if self.head_type == "frame":  # what changed since the previous frame (nothing at frame 0)
+            change = per_frame - torch.cat([per_frame[:, :1], per_frame[:, :-1]], dim=1)  # (B, F, D)
+        else:
+            change = step_contrast(per_frame)
         return self.head(change).squeeze(-1)  # (B, F): class i = frame i
+
+
+def step_contrast(per_frame: torch.Tensor) -> torch.Tensor:
+    """(B, F, D) -> (B, F, D): row i = mean of frames i.. minus mean of frames ..i-1 (row 0: zeros)."""
+    B, Fr, D = per_frame.shape
+    csum = torch.cat([per_frame.new_zeros(B, 1, D), per_frame.cumsum(1)], dim=1)  # (B, F+1, D)
+    n_before = torch.arange(Fr, device=per_frame.device, dtype=per_frame.dtype)  # frames before i
+    before = csum[:, :-1] / n_before.clamp(min=1)[None, :, None]  # (B, F, D)
+    after = (csum[:, -1:] - csum[:, :-1]) / (Fr - n_before)[None, :, None]  # (B, F, D)
+    contrast = after - before
+    contrast[:, 0] = 0  # no frame before frame 0: no step can start there
+    return contrast
 
 
 def _model_config(init: str, model_yaml: str) -> ModelConfig:
@@ -160,8 +179,8 @@ def load_classifier(path: str | os.PathLike) -> tuple[FHOClassifier, dict[str, A
         raise InputError(f"{folder / CONFIG_NAME}: expected a fine-tuned model config with task oscc or pnr")
     video = config_from_dict(VideoTowerConfig, config.get("video"), f"{folder / CONFIG_NAME}: video")
     head = config.get("head", "cls")
-    if head not in ("cls", "frame"):
-        raise InputError(f"{folder / CONFIG_NAME}: head {head!r} is not cls or frame")
+    if head not in HEADS:
+        raise InputError(f"{folder / CONFIG_NAME}: head {head!r} is not one of {', '.join(HEADS)}")
     model = FHOClassifier(video, TASK_CLASSES[config["task"]], head)
     try:
         state = load_file(str(folder / WEIGHTS_NAME))

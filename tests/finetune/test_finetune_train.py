@@ -14,7 +14,7 @@ from egovlp.formats.fho import read_fho
 from finetune import train as train_module
 from finetune.config import FinetuneConfig
 from finetune.data import clip_label, epoch_order, sample_frames, training_clips
-from finetune.model import create_classifier, load_classifier
+from finetune.model import create_classifier, load_classifier, step_contrast
 from tests.conftest import micro_config
 
 
@@ -106,7 +106,7 @@ def test_starting_points(tmp_path):
     src.save_pretrained(tmp_path / "converted")
     # from a converted folder: the tower's weights, temporal_embed zero-padded to 16 frames
     model = create_classifier("pnr", str(tmp_path / "converted"))
-    assert model.head_type == "frame" and model.video_cfg.num_frames == 16
+    assert model.head_type == "step" and model.video_cfg.num_frames == 16
     assert model(torch.randn(1, 16, 3, 32, 32)).shape == (1, 16)  # one logit per input frame
     te = model.video_model.temporal_embed
     torch.testing.assert_close(te[:, :4], src.video_model.temporal_embed)
@@ -166,3 +166,11 @@ def test_pretrained_folder_at_another_input_size(tmp_path):
     assert bool((cols[0, 1:] > cols[0, :-1]).all()) and cols[0, 0] < 1 < cols[0, 2] < 3  # still a ramp in x
     torch.testing.assert_close(model.video_model.temporal_embed[:, :4], src.video_model.temporal_embed)
     assert model(torch.randn(2, 16, 3, 24, 24)).shape == (2, 16)
+
+
+def test_pnr_step_contrast_by_hand():
+    # one channel, 4 frames 1, 1, 5, 5: frames i.. minus frames ..i-1 peaks where the look steps
+    f = torch.tensor([1.0, 1.0, 5.0, 5.0]).reshape(1, 4, 1)
+    expected = torch.tensor([0.0, 11 / 3 - 1, 5 - 1, 5 - 7 / 3]).reshape(1, 4, 1)
+    torch.testing.assert_close(step_contrast(f), expected)
+    assert int(step_contrast(f)[0, :, 0].argmax()) == 2
