@@ -188,9 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--img-size", type=int, default=64)
     p.add_argument("--pretrain-steps", type=int, default=150)
     # a tiny model trained for minutes: more epochs and a larger lr than the report's 10 and 3e-5
-    p.add_argument("--epochs-oscc", type=int, default=8, help="over the 240 train clips")
-    p.add_argument("--epochs-pnr", type=int, default=12, help="over the 120 with a state change")
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--epochs-oscc", type=int, default=16, help="over the 240 train clips")
+    p.add_argument("--epochs-pnr", type=int, default=24, help="over the 120 with a state change")
+    p.add_argument("--lr", type=float, default=7e-4, help="the demo pretraining's lr")
     p.add_argument("--warmup-steps", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
