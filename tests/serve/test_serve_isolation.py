@@ -173,9 +173,6 @@ def test_video_admission_and_extreme_windows(make_client, video_root):
 
     async def full_pool():
         pool = DecodePool(max_workers=1, max_waiting=1)
-        async with pool.slot(10), pool.slot(10):  # one running, one waiting...
-            pass
-
         held = asyncio.Event()
         release = asyncio.Event()
 
@@ -186,7 +183,7 @@ def test_video_admission_and_extreme_windows(make_client, video_root):
 
         task = asyncio.ensure_future(hold())
         await held.wait()
-        waiting = asyncio.ensure_future(pool.slot(10).__aenter__())
+        waiting = asyncio.ensure_future(pool.slot(10).__aenter__())  # one running, one waiting...
         await asyncio.sleep(0.01)
         with pytest.raises(QueueFull):  # ...and a third is refused at once
             async with pool.slot(10):
