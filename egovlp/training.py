@@ -342,3 +342,27 @@ def relaunch(module: str, args: Sequence[str], num_processes: int) -> int:
         *args,
     ]
     return subprocess.call(cmd)
+
+
+def prepare_optimization(
+    accelerator,
+    model,
+    lr: float,
+    weight_decay: float,
+    warmup_steps: int,
+    total_steps: int,
+    output_dir: Path,
+    resume: str | None,
+) -> tuple[Any, torch.optim.Optimizer, Any, int]:
+    """AdamW and the warm-up cosine schedule, prepared by accelerate, the schedule registered for
+    checkpoints, and the state of `resume` loaded; returns (model, optimizer, scheduler, step)."""
+    optimizer = create_optimizer(model, lr, weight_decay)
+    scheduler = cosine_with_warmup(optimizer, warmup_steps, total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    # stepped by the app once per optimizer step, so the schedule does not depend on the process count
+    accelerator.register_for_checkpointing(scheduler)
+    step = 0
+    if resume:
+        _, state = resume_checkpoint(accelerator, output_dir, resume)
+        step = state["step"]
+    return model, optimizer, scheduler, step

@@ -55,15 +55,9 @@ def train(cfg: FinetuneConfig, resume: str | None = None, progress: bool = True)
         dataset.preload(progress=progress and main)
     per_epoch = steps_per_epoch(len(clips), cfg.batch_size, world)
     total = per_epoch * cfg.epochs
-    optimizer = training.create_optimizer(model, cfg.lr, cfg.weight_decay)
-    scheduler = training.cosine_with_warmup(optimizer, cfg.warmup_steps, total)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
-
-    step = 0
-    if resume:
-        _, state = training.resume_checkpoint(accelerator, output_dir, resume)
-        step = state["step"]
+    model, optimizer, scheduler, step = training.prepare_optimization(
+        accelerator, model, cfg.lr, cfg.weight_decay, cfg.warmup_steps, total, output_dir, resume
+    )
     metrics = training.MetricsLog(output_dir, start_step=step, enabled=main)
     bar = training.progress_bar(total, step, f"finetune {cfg.task}", main and progress)
     last_good = latest_checkpoint(output_dir)

@@ -101,16 +101,9 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> dict:
 
     model = create_pretrain_model(cfg)
     tokenizer = model.tokenizer
-    optimizer = training.create_optimizer(model, opts.lr, opts.weight_decay)
-    scheduler = training.cosine_with_warmup(optimizer, opts.warmup_steps, opts.steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    # stepped by us once per optimizer step, so the schedule does not depend on the process count
-    accelerator.register_for_checkpointing(scheduler)
-
-    step = 0
-    if resume:
-        _, state = training.resume_checkpoint(accelerator, output_dir, resume)
-        step = state["step"]
+    model, optimizer, scheduler, step = training.prepare_optimization(
+        accelerator, model, opts.lr, opts.weight_decay, opts.warmup_steps, opts.steps, output_dir, resume
+    )
 
     mcq = _egomcq_setup(cfg)
     metrics = training.MetricsLog(output_dir, start_step=step, enabled=accelerator.is_main_process)

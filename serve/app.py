@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable
 
 from fastapi import FastAPI, Request
@@ -20,12 +21,12 @@ from starlette.exceptions import HTTPException
 
 from egovlp.errors import InputError
 from serve import routes_api, routes_ops
-from serve.backend import ModelBackend, load_backend
+from serve.backend import ModelBackend
 from serve.errors import ServiceError, classify, error_response
 from serve.metrics import MetricsMiddleware
 from serve.schemas import tighten_openapi
 from serve.security import BodyLimitMiddleware, ContentTypeMiddleware, ErrorEnvelopeMiddleware
-from serve.state import VERSION, AppState, Settings
+from serve.state import VERSION, AppState, Settings, load_settings_backend
 
 __all__ = ["Settings", "create_app", "main"]
 
@@ -38,16 +39,7 @@ def create_app(
     """The ASGI app. Give a loaded `backend`, or a `loader()` run in the background at startup
     (default: load settings.model / settings.index)."""
     if loader is None:
-
-        def loader() -> ModelBackend:
-            return load_backend(
-                settings.model,
-                settings.index,
-                settings.device,
-                settings.max_batch_text,
-                settings.precision,
-                settings.allow_foreign_index,
-            )
+        loader = functools.partial(load_settings_backend, settings)
 
     state = AppState(settings, loader)
     state.backend_ = backend  # None: the loader runs in the background at startup

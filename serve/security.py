@@ -82,7 +82,6 @@ class BodyLimitMiddleware:
                     await self._reject(send)
                     return
         received = 0
-        started = False
 
         async def limited_receive():
             nonlocal received
@@ -93,17 +92,24 @@ class BodyLimitMiddleware:
                     raise _BodyTooLarge(self.max_bytes)
             return message
 
-        async def tracking_send(message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = _TrackedSend(send)
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, tracked)
         except _BodyTooLarge:
-            if not started:
+            if not tracked.started:
                 await self._reject(send)
+
+
+class _TrackedSend:
+    """An ASGI `send` that remembers whether the response has started (then no error body can follow)."""
+
+    def __init__(self, send) -> None:
+        self.send, self.started = send, False
+
+    async def __call__(self, message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
 
 
 class _BodyTooLarge(HTTPException):
@@ -162,21 +168,14 @@ class ErrorEnvelopeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = _TrackedSend(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracked)
         except Exception as err:  # noqa: BLE001 - the point of this middleware
             from serve.errors import error_response
 
             response = error_response(err)
             if self.on_error is not None:
                 self.on_error(json.loads(response.body)["type"])
-            if not started:
+            if not tracked.started:
                 await response(scope, receive, send)

@@ -17,8 +17,7 @@ import os
 from egovlp.errors import InputError
 from egovlp.validate import input_dir, positive_float, positive_int, resolve_device
 from serve.app import create_app
-from serve.backend import load_backend
-from serve.state import Settings
+from serve.state import Settings, load_settings_backend
 
 SETTINGS_ENV = "EGOVLP_SERVE_SETTINGS"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -88,14 +87,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def load(settings: Settings):
-    return load_backend(
-        settings.model,
-        settings.index,
-        settings.device,
-        settings.max_batch_text,
-        settings.precision,
-        settings.allow_foreign_index,
-    )
+    return load_settings_backend(settings)
 
 
 def worker_app():

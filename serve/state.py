@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from fastapi import Request
 
-from serve.backend import ModelBackend
+from serve.backend import ModelBackend, load_backend
 from serve.batcher import Batcher
 from serve.decode import DecodePool
 from serve.errors import NotReady
@@ -176,3 +176,15 @@ class AppState:
 def get_state(request: Request) -> AppState:
     """FastAPI dependency: the app's typed state."""
     return request.app.state.egovlp
+
+
+def load_settings_backend(settings: Settings) -> ModelBackend:
+    """The model (and index) the settings name, loaded and checked (InputError when they cannot serve)."""
+    return load_backend(
+        settings.model,
+        settings.index,
+        settings.device,
+        settings.max_batch_text,
+        settings.precision,
+        settings.allow_foreign_index,
+    )
