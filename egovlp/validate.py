@@ -187,15 +187,20 @@ def output_dir(path: str | os.PathLike, flag: str | None = None) -> Path:
     label = _label(path, flag)
     if _kind(folder, label) == "file":
         raise InputError(f"{label}: is a file, expected a folder")
-    parent = _first_existing_parent(folder, label)
-    if _kind(parent, label) != "dir":
-        raise InputError(f"{label}: {parent} is a file, cannot create a folder under it")
+    _make_writable_dir(folder, label, "a folder")
+    return folder
+
+
+def _make_writable_dir(folder: Path, label: str, what: str) -> None:
+    """Create `folder` (and parents) and check that a file can be created in it; InputError if not."""
+    existing = _first_existing_parent(folder, label)
+    if _kind(existing, label) != "dir":
+        raise InputError(f"{label}: {existing} is a file, cannot create {what} under it")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise InputError(f"{label}: cannot create the folder ({_reason(err)})") from None
+        raise InputError(f"{label}: cannot create the folder {folder} ({_reason(err)})") from None
     _check_writable_dir(folder, label)
-    return folder
 
 
 def output_file(path: str | os.PathLike, flag: str | None = None) -> Path:
@@ -207,15 +212,7 @@ def output_file(path: str | os.PathLike, flag: str | None = None) -> Path:
         raise InputError(f"{label}: is a folder, expected a file path")
     if str(path).endswith(os.sep):
         raise InputError(f"{label}: expected a file path, not a folder")
-    parent = file.parent
-    existing = _first_existing_parent(parent, label)
-    if _kind(existing, label) != "dir":
-        raise InputError(f"{label}: {existing} is a file, cannot create a file under it")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"{label}: cannot create the folder {parent} ({_reason(err)})") from None
-    _check_writable_dir(parent, label)
+    _make_writable_dir(file.parent, label, "a file")
     if kind == "file" and not os.access(file, os.W_OK):
         raise InputError(f"{label}: file is not writable")
     return file

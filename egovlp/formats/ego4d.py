@@ -59,13 +59,19 @@ class NLQQuery:
 
 
 @dataclass
-class NLQClip:
+class AnnotatedClip:
+    """Where a clip sits in its video (seconds; any may be missing in a release)."""
+
     video_uid: str
     clip_uid: str
     video_start_sec: float | None
     video_end_sec: float | None
     clip_start_sec: float | None
     clip_end_sec: float | None
+
+
+@dataclass
+class NLQClip(AnnotatedClip):
     queries: list[NLQQuery] = field(default_factory=list)
 
 
@@ -79,13 +85,7 @@ class MQLabel:
 
 
 @dataclass
-class MQClip:
-    video_uid: str
-    clip_uid: str
-    video_start_sec: float | None
-    video_end_sec: float | None
-    clip_start_sec: float | None
-    clip_end_sec: float | None
+class MQClip(AnnotatedClip):
     labels: list[MQLabel] = field(default_factory=list)
 
 
