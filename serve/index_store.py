@@ -15,9 +15,11 @@ columns, so a 25M-row index costs its FAISS codes plus the pages the hits touch.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,8 @@ import numpy as np
 from egovlp.errors import InputError
 from egovlp.io import AtomicFile, write_json_atomic
 from egovlp.validate import is_write_error, write_error
+
+_FULL_DISK_BYTES = 1 << 20  # less free space than this after a failed write: the disk is full
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +154,13 @@ def write_faiss(path: Path, index) -> None:
     target = AtomicFile(path)
     try:
         faiss.write_index(index, str(target.tmp))
+    except RuntimeError:
+        # FAISS reports a failed fwrite without its errno: name a full disk when that is what it is
+        full = shutil.disk_usage(path.parent).free < _FULL_DISK_BYTES
+        target.abort()
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
+        raise
     except BaseException:
         target.abort()
         raise
