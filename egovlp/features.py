@@ -2,19 +2,19 @@
 
 Extraction writes through it, the index and the heads read through it (DESIGN.md B.6):
 
-- NLQ/MQ: `{name}.pt` (torch.save of a float32 `[T, 256]` tensor) or `{name}.npy`, optionally
-  `{name}.768.pt|npy` (pre-projection CLS), and the sidecar `{name}.json`, written last: features without
-  their sidecar are incomplete.
-- VQ2D: `{name}.h5` whose attributes are the sidecar (see `h5_attrs`).
-- Text: `text_cls.pt` / `text_tokens.pt` (dicts keyed by `text_key`) with `text_cls.json`.
+- NLQ/MQ: `{name}.pt` (a float32 `[T, 256]` tensor) or `.npy`, optionally `{name}.768.pt|npy`
+  (pre-projection CLS), and the sidecar `{name}.json`, written last (no sidecar: incomplete).
+- VQ2D: `{name}.h5` whose attributes are the sidecar; text: `text_cls.pt` / `text_tokens.pt` (dicts
+  keyed by `text_key`) with `text_cls.json`.
 
-Every sidecar names the exact weights (`weights_hash`, a hash of the state dict's tensors) and the
-architecture (`config_hash`) and the sampling (preset, compat, short side). An output whose sidecar
-differs from the current run in any of these is not done, so a rerun recomputes it.
+Every sidecar names the weights (`weights_hash`, over the state dict's tensors), the architecture
+(`config_hash`) and the sampling (preset, compat, short side); an output whose sidecar differs from
+the current run in any of these is not done, so a rerun recomputes it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -86,9 +86,7 @@ def model_identity(model, name: str) -> ModelIdentity:
 
 
 def identity_matches(meta: Mapping[str, Any], identity: ModelIdentity) -> bool:
-    return (
-        meta.get("weights_hash") == identity.weights_hash and meta.get("config_hash") == identity.config_hash
-    )
+    return all(meta.get(k) == getattr(identity, k) for k in IDENTITY_KEYS)
 
 
 def check_same_identity(pairs: Iterable[tuple[Path, Mapping[str, Any]]]) -> dict[str, Any]:
@@ -98,9 +96,7 @@ def check_same_identity(pairs: Iterable[tuple[Path, Mapping[str, Any]]]) -> dict
     """
     first: tuple[Path, Mapping[str, Any]] | None = None
     for path, meta in pairs:
-        if first is None:
-            first = (path, meta)
-            continue
+        first = first or (path, meta)
         for key in IDENTITY_KEYS:
             if meta.get(key) != first[1].get(key):
                 raise InputError(
@@ -234,9 +230,9 @@ def read_matrix(path: str | os.PathLike) -> np.ndarray:
 
 
 def _has_shape(path: Path, shape: tuple[int, int]) -> bool:
-    try:
+    try:  # a truncated, zero-byte or foreign file: not done
         return read_matrix(path).shape == shape
-    except InputError:  # truncated, zero-byte or foreign file: not done
+    except InputError:
         return False
 
 
@@ -321,13 +317,10 @@ def h5_attrs(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _h5_value(value: Any) -> Any:
-    if isinstance(value, bytes):
-        value = value.decode()
+    value = value.decode() if isinstance(value, bytes) else value
     if isinstance(value, str) and value[:1] in ("n", "[", "{"):
-        try:
+        with contextlib.suppress(ValueError):
             return json.loads(value)
-        except ValueError:
-            return value
     return value.item() if isinstance(value, np.generic) else value
 
 
@@ -371,11 +364,8 @@ def text_complete(
     """True when the outputs hold every key with the right shapes, from these weights and this source."""
     try:
         meta = json.loads((out / TEXT_SIDECAR).read_text(encoding="utf-8"))
-        if (
-            meta.get("schema") != SCHEMA_VERSION
-            or not identity_matches(meta, identity)
-            or meta.get("source") != source
-        ):
+        same_run = identity_matches(meta, identity) and meta.get("source") == source
+        if meta.get("schema") != SCHEMA_VERSION or not same_run:
             return False
         cls = torch.load(out / TEXT_CLS_FILE, map_location="cpu", weights_only=True)
         if list(cls) != keys or any(tuple(v.shape) != (dim,) for v in cls.values()):
