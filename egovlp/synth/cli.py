@@ -18,7 +18,8 @@ from pathlib import Path
 from egovlp.errors import InputError
 from egovlp.procs import die_with_parent
 from egovlp.synth.annotations import write_annotations
-from egovlp.synth.fho import FHOVideoPlan, make_fho_world, render_fho_video, write_fho_annotations
+from egovlp.synth.fho import FHOVideoPlan, make_fho_world, render_fho_video
+from egovlp.synth.fho_annotations import write_fho_annotations
 from egovlp.synth.render import render_video
 from egovlp.synth.world import VideoPlan, frame_size, make_world
 from egovlp.validate import non_negative_int, output_dir, positive_float, positive_int

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +50,7 @@ PRE_CHANGED = 0.25  # share of no-change episodes that show the changed look thr
 CHANGES = ("open", "break", "fill", "recolour")
 MOTIONS = ("sway", "lift", "slide", "turn")
 VIDEO_FOLDER = "videos"  # shared with the narrated world (DESIGN.md: videos/{video_uid}.mp4)
-_UID_NAMESPACE = uuid.UUID("0b7e4f1a-9c62-5d3e-8a41-7f2c6d9e3b15")
+UID_NAMESPACE = uuid.UUID("0b7e4f1a-9c62-5d3e-8a41-7f2c6d9e3b15")
 
 
 @dataclass(frozen=True)
@@ -331,71 +330,6 @@ def render_fho_video(plan: FHOVideoPlan, path: Path, short_side: int) -> int:
     return n_frames
 
 
-# ------------------------------------------------------------------------------------------------
-# annotations (C.7)
-
-
-def _clip_uid(plan: FHOVideoPlan) -> str:
-    return f"{plan.video_uid}_clip0"
-
-
-def _r(x: float) -> float:
-    return round(float(x), 3)
-
-
-def fho_clip(plan: FHOVideoPlan, ep: Episode, clip_id: int) -> dict:
-    """One C.7 clip: the episode's window in the parent video and in the Ego4D clip (1 s in)."""
-    offset = int(round(CLIP_MARGIN * FPS))
-    start, end = ep.start_frame, ep.start_frame + WINDOW_FRAMES
-    pnr = ep.pnr_frame if ep.state_change else None
-    return {
-        "unique_id": str(uuid.uuid5(_UID_NAMESPACE, f"{plan.video_uid}/fho/{ep.index}")),
-        "video_uid": plan.video_uid,
-        "clip_uid": _clip_uid(plan),
-        "clip_id": clip_id,
-        "parent_start_sec": _r(start / FPS),
-        "parent_end_sec": _r(end / FPS),
-        "parent_start_frame": start,
-        "parent_end_frame": end,
-        "clip_start_sec": _r((start - offset) / FPS),
-        "clip_end_sec": _r((end - offset) / FPS),
-        "clip_start_frame": start - offset,
-        "clip_end_frame": end - offset,
-        "parent_pnr_frame": pnr,
-        "clip_pnr_frame": None if pnr is None else pnr - offset,
-        "state_change": ep.state_change,
-    }
-
-
-def fho_json(plans: Sequence[FHOVideoPlan], split: str) -> dict:
-    clips = []
-    for plan in plans:
-        if plan.split != split:
-            continue
-        for ep in plan.episodes:
-            clips.append(fho_clip(plan, ep, len(clips)))
-    return {
-        "version": "v1",
-        "date": "synthetic",
-        "description": f"egovlp synthetic world: object state changes (OSCC / PNR) {split}",
-        "split": split,
-        "clips": clips,
-    }
-
-
-def write_fho_annotations(out_dir: Path, plans: Sequence[FHOVideoPlan]) -> dict:
-    """fho_oscc-pnr_{train,val}.json (atomic); returns counts per split and class."""
-    from egovlp.io import write_json_atomic
-
-    counts = {}
-    for split in ("train", "val"):
-        doc = fho_json(plans, split)
-        write_json_atomic(doc, out_dir / f"fho_oscc-pnr_{split}.json")
-        counts[f"fho_{split}_clips"] = len(doc["clips"])
-        counts[f"fho_{split}_state_changes"] = sum(c["state_change"] for c in doc["clips"])
-    return counts
-
-
 __all__ = [
     "VIDEO_FOLDER",
     "WINDOW_SECONDS",
@@ -404,9 +338,7 @@ __all__ = [
     "Look",
     "active_episode",
     "episode_look",
-    "fho_json",
     "make_fho_world",
     "render_fho_frame",
     "render_fho_video",
-    "write_fho_annotations",
 ]
