@@ -260,7 +260,7 @@ def test_worker_pool_matches_single_process(tmp_path):
     synthesize(tmp_path / "one", workers=1, **args)
     synthesize(tmp_path / "two", workers=2, **args)
     one = sorted((tmp_path / "one" / "videos").glob("*.mp4"))
-    assert len(one) == 2
+    assert len(one) == 2 + 2  # the narrated videos and (at least 2) state-change videos
     for path in one:
         assert path.read_bytes() == (tmp_path / "two" / "videos" / path.name).read_bytes()
 
