@@ -84,16 +84,24 @@ def bench_config(
     return batch / sec, flops
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configs", nargs="+", default=["tiny", "egovlp-base"])
-    p.add_argument("--batch", type=int, default=4)
+def parse_bench_args(
+    argv: list[str] | None, doc: str | None, configs: list[str], batch: int, repeats: int
+) -> argparse.Namespace:
+    """The options bench_model and bench_train share; sets torch's CPU threads and seed."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", nargs="+", default=configs)
+    p.add_argument("--batch", type=int, default=batch)
     p.add_argument("--frames", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=repeats)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_bench_args(argv, __doc__, ["tiny", "egovlp-base"], batch=4, repeats=5)
 
     runs = [(torch.device("cpu"), torch.float32, None)]
     if torch.cuda.is_available():

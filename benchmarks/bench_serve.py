@@ -239,16 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         server = subprocess.Popen(cmd, env=env, cwd=ROOT)
         try:
-            deadline = time.time() + 300
-            while time.time() < deadline:
-                try:
-                    if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if server.poll() is not None:
-                    raise SystemExit(f"server exited with {server.returncode}")
-                time.sleep(0.2)
+            _wait_ready(url, server)
             text = {"input": "#C C picks up the knife from the counter", "model": "egovlp"}
             data_url = "data:video/mp4;base64," + base64.b64encode(video.read_bytes()).decode()
             suites = [("text", "/v1/embeddings", text)]

@@ -9,7 +9,6 @@ rate on the CPU, or against the measured bf16 matmul rate on CUDA (bf16 autocast
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_model import _cpu_flash_flops, matmul_gflops, timed  # noqa: E402
+from bench_model import _cpu_flash_flops, matmul_gflops, parse_bench_args, timed  # noqa: E402
 
 import egovlp  # noqa: E402
 from egovlp.training import create_optimizer  # noqa: E402
@@ -53,15 +52,7 @@ def make_step(name: str, device: torch.device, batch: int, frames: int, amp: tor
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configs", nargs="+", default=["tiny", "tiny-112", "egovlp-base"])
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--frames", type=int, default=4)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    args = parse_bench_args(argv, __doc__, ["tiny", "tiny-112", "egovlp-base"], batch=8, repeats=3)
     runs = [(torch.device("cpu"), torch.float32, None)]
     if torch.cuda.is_available():
         runs = [(torch.device("cuda"), torch.bfloat16, torch.bfloat16)]

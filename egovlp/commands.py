@@ -10,6 +10,7 @@ import torch
 
 from egovlp.errors import InputError
 from egovlp.validate import (
+    add_model_arguments,
     input_file,
     non_negative_float,
     output_dir,
@@ -43,8 +44,7 @@ def embed_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="egovlp embed", description="Embed a text or a video clip with an EgoVLP model; prints JSON."
     )
-    parser.add_argument("--model", required=True, help="checkpoint (.pth) or model directory")
-    parser.add_argument("--config", default=None, help="model YAML for a .pth of another architecture")
+    add_model_arguments(parser)
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--text", action="append", help="a text to embed (repeatable)")
     what.add_argument("--video", help="a video file")
@@ -54,7 +54,6 @@ def embed_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--frames", type=positive_int, default=4, help="frames sampled from the clip")
     parser.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     if args.config is not None:

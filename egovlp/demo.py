@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from egovlp.formats import write_json_atomic
+from egovlp.synth.cli import add_world_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = "configs/pretrain/demo.yaml"
@@ -87,16 +88,7 @@ class Summary:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default="demo-output")
-    p.add_argument(
-        "--videos", type=int, default=DEMO_VIDEOS, help="synthetic videos, train and val (%(default)s)"
-    )
-    p.add_argument(
-        "--val-videos",
-        type=int,
-        default=DEMO_VAL_VIDEOS,
-        help="of which val, for EgoMCQ (%(default)s: over 200 questions of each type)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="the synthetic world's seed (synth and shards)")
+    add_world_arguments(p, videos=DEMO_VIDEOS, val_videos=DEMO_VAL_VIDEOS)
     p.add_argument("--train-seed", type=int, default=None, help="override the demo config's train.seed")
     p.add_argument("--steps", type=int, default=None, help="override the demo config's training steps")
     p.add_argument("--skip-serve", action="store_true")

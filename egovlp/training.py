@@ -311,6 +311,19 @@ def prepare_output_dir(output_dir: str | os.PathLike, accelerator, config: dict[
 # --- several processes on one machine --------------------------------------------------------------
 
 
+def run_and_report(command: str, run: Callable[[], dict], summary_path: str | None) -> int:
+    """A training CLI's last step: log to stderr, run, exit 1 on a diverged loss, write the summary."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        summary = run()
+    except TrainingDiverged as err:
+        print(f"{command}: {err}", file=sys.stderr)
+        return 1
+    if summary_path and is_main_rank():
+        write_json_atomic(summary, summary_path, indent=2)
+    return 0
+
+
 def launched() -> bool:
     """True inside a torchrun / accelerate launch with more than one process."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1

@@ -106,6 +106,13 @@ def check_non_negative(value: float, name: str) -> None:
 _DEVICE_RE = re.compile(r"^(cpu|cuda|mps)(?::(\d+))?$")
 
 
+def add_model_arguments(parser: argparse.ArgumentParser, device: str = "auto") -> None:
+    """--model, --config and --device, as every command that loads one model takes them."""
+    parser.add_argument("--model", required=True, help="checkpoint (.pth) or model directory")
+    parser.add_argument("--config", default=None, help="model YAML for a .pth of another architecture")
+    parser.add_argument("--device", default=device, help="auto | cpu | cuda | cuda:N (default: %(default)s)")
+
+
 def resolve_device(name: str | None, flag: str = "--device") -> torch.device:
     """A device name -> `torch.device`; InputError for a bogus name or an absent accelerator.
 
@@ -220,13 +227,7 @@ def output_file(path: str | os.PathLike, flag: str | None = None) -> Path:
 
 def input_file(path: str | os.PathLike, flag: str | None = None) -> Path:
     """InputError unless `path` is an existing, readable regular file."""
-    file = Path(path).expanduser()
-    label = _label(path, flag)
-    kind = _kind(file, label)
-    if kind == "missing":
-        raise InputError(f"{label}: file not found")
-    if kind == "dir":
-        raise InputError(f"{label}: is a folder, expected a file")
+    file, label = _existing(path, flag, "file")
     try:
         with open(file, "rb") as f:
             f.read(1)
@@ -237,19 +238,25 @@ def input_file(path: str | os.PathLike, flag: str | None = None) -> Path:
 
 def input_dir(path: str | os.PathLike, flag: str | None = None) -> Path:
     """InputError unless `path` is an existing folder whose entries can be listed."""
-    folder = Path(path).expanduser()
-    label = _label(path, flag)
-    kind = _kind(folder, label)
-    if kind == "missing":
-        raise InputError(f"{label}: folder not found")
-    if kind != "dir":
-        raise InputError(f"{label}: is a file, expected a folder")
+    folder, label = _existing(path, flag, "folder")
     try:
         with os.scandir(folder) as entries:
             next(entries, None)
     except OSError as err:
         raise InputError(f"{label}: cannot read the folder ({_reason(err)})") from None
     return folder
+
+
+def _existing(path: str | os.PathLike, flag: str | None, what: str) -> tuple[Path, str]:
+    """`path` expanded, and its label; InputError unless it exists and is a `what` (file or folder)."""
+    target = Path(path).expanduser()
+    label = _label(path, flag)
+    kind = _kind(target, label)
+    if kind == "missing":
+        raise InputError(f"{label}: {what} not found")
+    if (kind == "dir") != (what == "folder"):
+        raise InputError(f"{label}: is {'a folder' if kind == 'dir' else 'a file'}, expected a {what}")
+    return target, label
 
 
 # ----------------------------------------------------------------------------- write errors

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import logging
 import sys
@@ -47,6 +49,12 @@ final/ (the model predict reads).
 """
 
 
+def _task_and_clips(p: argparse.ArgumentParser, ann: str) -> None:
+    p.add_argument("task", choices=["oscc", "pnr"])
+    p.add_argument("--ann", required=True, help=ann)
+    p.add_argument("--videos", required=True, help="folder of {video_uid}.mp4 (or 600 s chunk folders)")
+
+
 def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="egovlp finetune",
@@ -55,10 +63,8 @@ def _train_parser() -> argparse.ArgumentParser:
         usage="egovlp finetune {oscc,pnr} --ann JSON --videos ROOT --out DIR [options]\n"
         "       egovlp finetune predict {oscc,pnr} --checkpoint DIR --ann JSON --videos ROOT --out PRED.json",
     )
-    p.add_argument("task", choices=["oscc", "pnr"])
-    p.add_argument("--ann", required=True, help="fho_oscc-pnr_train.json")
-    p.add_argument("--videos", required=True, help="folder of {video_uid}.mp4 (or 600 s chunk folders)")
-    p.add_argument("--out", required=True, help="run folder")
+    _task_and_clips(p, ann="fho_oscc-pnr_train.json")
+    p.add_argument("--out", dest="output_dir", required=True, help="run folder")
     p.add_argument("--init", default="random", help="EgoVLP .pth, converted folder, vit:PATH, or random")
     p.add_argument("--model", default="", help="model YAML (random / vit init, or a .pth of another size)")
     p.add_argument("--epochs", type=positive_int, default=None, help="default 10")
@@ -68,7 +74,7 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=non_negative_float, default=None)
     p.add_argument("--warmup-steps", type=non_negative_int, default=None)
     p.add_argument("--grad-clip", type=non_negative_float, default=None, help="0 disables (default 1.0)")
-    p.add_argument("--workers", type=non_negative_int, default=None, help="decoding workers (2)")
+    p.add_argument("--workers", dest="num_workers", type=non_negative_int, default=None, help="decoders (2)")
     p.add_argument("--cache", action="store_true", help="decode each clip once, keep frames in memory")
     p.add_argument("--seed", type=non_negative_int, default=None)
     p.add_argument("--checkpoint-every", type=non_negative_int, default=None, help="steps (0: every epoch)")
@@ -89,46 +95,18 @@ def train_main(argv: list[str]) -> int:
     training.check_num_processes(args.num_processes)
     input_file(args.ann, "--ann")
     input_dir(args.videos, "--videos")
-    output_dir(args.out, "--out")
-    options = {
-        "task": args.task,
-        "ann": args.ann,
-        "videos": args.videos,
-        "output_dir": args.out,
-        "init": args.init,
-        "model": args.model,
-        "epochs": args.epochs,
-        "lr": args.lr,
-        "batch_size": args.batch_size,
-        "img_size": args.img_size,
-        "weight_decay": args.weight_decay,
-        "warmup_steps": args.warmup_steps,
-        "grad_clip": args.grad_clip,
-        "num_workers": args.workers,
-        "cache": args.cache,
-        "seed": args.seed,
-        "checkpoint_every": args.checkpoint_every,
-        "keep_checkpoints": args.keep_checkpoints,
-        "mixed_precision": args.mixed_precision,
-    }
-    cfg = config_from_dict(FinetuneConfig, {k: v for k, v in options.items() if v is not None}, "options")
+    output_dir(args.output_dir, "--out")
+    fields = {f.name for f in dataclasses.fields(FinetuneConfig)}  # the parser's names are the config's
+    options = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    cfg = config_from_dict(FinetuneConfig, options, "options")
     training.resolve_precision(cfg.mixed_precision, "--mixed-precision")
     if args.num_processes > 1 and not training.launched():
         return training.relaunch("finetune.cli", argv, args.num_processes)
 
-    from finetune.train import TrainingDiverged, train
+    from finetune.train import train
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        summary = train(cfg, resume=args.resume, progress=not args.quiet)
-    except TrainingDiverged as err:
-        print(f"egovlp finetune: {err}", file=sys.stderr)
-        return 1
-    if args.summary and training.is_main_rank():
-        from egovlp.io import write_json_atomic
-
-        write_json_atomic(summary, args.summary, indent=2)
-    return 0
+    run = functools.partial(train, cfg, resume=args.resume, progress=not args.quiet)
+    return training.run_and_report("egovlp finetune", run, args.summary)
 
 
 def predict_main(argv: list[str]) -> int:
@@ -137,16 +115,14 @@ def predict_main(argv: list[str]) -> int:
         description="C.7 predictions of a fine-tuned model (OSCC: state_change per clip; PNR: pnr_frame, "
         "the predicted index mapped to a parent-video frame with the official mapping).",
     )
-    p.add_argument("task", choices=["oscc", "pnr"])
+    _task_and_clips(p, ann="fho_oscc-pnr_val.json (or any C.7 file)")
     p.add_argument("--checkpoint", required=True, help="run folder (its final/), final/ or a checkpoint")
-    p.add_argument("--ann", required=True, help="fho_oscc-pnr_val.json (or any C.7 file)")
-    p.add_argument("--videos", required=True, help="folder of {video_uid}.mp4")
     p.add_argument("--out", required=True, help="predictions JSON")
     p.add_argument("--batch-size", type=positive_int, default=8)
-    p.add_argument("--workers", type=non_negative_int, default=2)
+    p.add_argument("--workers", dest="num_workers", type=non_negative_int, default=2)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
+    args = p.parse_args(argv)  # the names are predict()'s but for device and quiet
     input_file(args.ann, "--ann")
     input_dir(args.videos, "--videos")
     output_file(args.out, "--out")
@@ -155,17 +131,9 @@ def predict_main(argv: list[str]) -> int:
     from finetune.predict import predict
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    preds = predict(
-        args.checkpoint,
-        args.ann,
-        args.videos,
-        args.out,
-        task=args.task,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        device=device,
-        progress=not args.quiet,
-    )
+    options = dict(vars(args), device=device, progress=not args.quiet)
+    del options["quiet"]
+    preds = predict(**options)
     print(json.dumps({"task": args.task, "predictions": len(preds), "out": args.out}))
     return 0
 

@@ -19,7 +19,14 @@ from torch.utils.data import DataLoader, Dataset
 from egovlp.errors import InputError, VideoReadError
 from egovlp.formats.egomcq import INTER, INTRA, MCQItem, read_egomcq
 from egovlp.transforms import eval_transform
-from egovlp.validate import input_dir, input_file, non_negative_int, positive_int, resolve_device
+from egovlp.validate import (
+    add_model_arguments,
+    input_dir,
+    input_file,
+    non_negative_int,
+    positive_int,
+    resolve_device,
+)
 from egovlp.video import clip_sample_times, read_ego4d_frames
 
 log = logging.getLogger(__name__)
@@ -109,14 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="egovlp eval egomcq", description="EgoMCQ inter/intra-video accuracy."
     )
-    parser.add_argument("--model", required=True, help="checkpoint (.pth) or model directory")
-    parser.add_argument("--config", default=None, help="model YAML for a .pth of another architecture")
+    add_model_arguments(parser)
     parser.add_argument("--data", required=True, help="egomcq.json")
     parser.add_argument("--videos", required=True, help="video root ({video_uid}.mp4 or 600 s chunks)")
     parser.add_argument("--frames", type=positive_int, default=4, help="frames per clip")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="questions per batch")
     parser.add_argument("--workers", type=non_negative_int, default=2, help="decoding processes")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     input_file(args.data, "--data")

@@ -21,7 +21,6 @@ import torch
 from egovlp import training
 from egovlp.distributed import gather_no_grad, gather_with_grad
 from egovlp.errors import InputError
-from egovlp.io import write_json_atomic
 from egovlp.losses import egonce
 from egovlp.training import TrainingDiverged, check_finite, latest_checkpoint
 from pretrain.config import PretrainConfig, load_pretrain_config
@@ -236,15 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         rest += ["--summary", args.summary] if args.summary else []
         return training.relaunch("pretrain.train", rest, args.num_processes)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        summary = train(cfg, resume=args.resume)
-    except TrainingDiverged as err:
-        print(f"egovlp pretrain: {err}", file=sys.stderr)
-        return 1
-    if args.summary and training.is_main_rank():
-        write_json_atomic(summary, args.summary, indent=2)
-    return 0
+    return training.run_and_report("egovlp pretrain", lambda: train(cfg, resume=args.resume), args.summary)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,13 @@ def parser() -> argparse.ArgumentParser:
         "--workers", type=positive_int, default=1, help="uvicorn worker processes (one model each)"
     )
     p.add_argument("--api-key", default=os.environ.get("EGOVLP_API_KEY"), help="require Bearer KEY")
-    p.add_argument("--allowed-root", action="append", default=[], help="folder server-side paths may use")
+    p.add_argument(
+        "--allowed-root",
+        dest="allowed_roots",
+        action="append",
+        default=[],
+        help="folder server paths may use",
+    )
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument(
         "--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
@@ -57,32 +63,28 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-body-mb", type=positive_float, default=64.0, help="request body limit")
     p.add_argument("--max-decodes", type=positive_int, default=4, help="video decode worker processes")
-    p.add_argument("--decode-timeout", type=positive_float, default=30.0, help="seconds per video decode")
+    p.add_argument(
+        "--decode-timeout", dest="decode_timeout_s", type=positive_float, default=30.0, help="per decode, s"
+    )
     p.add_argument(
         "--keep-alive", type=positive_float, default=30.0, help="seconds an idle connection stays open"
     )
-    p.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin")
+    p.add_argument(
+        "--cors-origin", dest="cors_origins", action="append", default=[], help="allow this origin"
+    )
     p.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS)
     return p
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
+    """The flags named after a Settings field carry over as they are; three are converted."""
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    same = {name: value for name, value in vars(args).items() if name in fields}
     return Settings(
-        model=args.model,
-        index=args.index,
-        api_key=args.api_key,
-        allowed_roots=args.allowed_root,
-        device=args.device,
-        precision=args.precision,
-        allow_foreign_index=args.allow_foreign_index,
+        **same,
         max_batch_text=args.max_batch,
         max_batch_video=max(1, args.max_batch // 4),
-        max_wait_ms=args.max_wait_ms,
-        max_queue=args.max_queue,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-        max_decodes=args.max_decodes,
-        decode_timeout_s=args.decode_timeout,
-        cors_origins=args.cors_origin,
     )
 
 
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError(f"--model {args.model}: no such file or directory")
     if args.index:
         input_dir(args.index, "--index")
-    for root in args.allowed_root:
+    for root in args.allowed_roots:
         input_dir(root, "--allowed-root")
     resolve_device(args.device)
     level = "DEBUG" if args.log_level == "trace" else args.log_level.upper()

@@ -18,7 +18,7 @@ from pathlib import Path
 from egovlp.errors import InputError
 from egovlp.procs import die_with_parent
 from egovlp.synth.annotations import write_annotations
-from egovlp.synth.fho import FHOVideoPlan, make_fho_world, render_fho_video
+from egovlp.synth.fho import FHOVideoPlan, make_fho_world, render_fho_frame
 from egovlp.synth.fho_annotations import write_fho_annotations
 from egovlp.synth.render import render_video
 from egovlp.synth.world import VideoPlan, frame_size, make_world
@@ -38,10 +38,8 @@ MIN_DURATION = 8.0
 
 def _render_job(job: tuple[VideoPlan | FHOVideoPlan, str, int]) -> str:
     plan, path, short_side = job
-    if isinstance(plan, FHOVideoPlan):
-        render_fho_video(plan, Path(path), short_side)
-    else:
-        render_video(plan, Path(path), short_side)
+    frame_fn = render_fho_frame if isinstance(plan, FHOVideoPlan) else None
+    render_video(plan, Path(path), short_side, frame_fn)
     return plan.video_uid
 
 
@@ -136,6 +134,18 @@ def _run_jobs(jobs: list[tuple[VideoPlan | FHOVideoPlan, str, int]], workers: in
             b.update()
 
 
+def add_world_arguments(
+    p: argparse.ArgumentParser, videos: int = DEFAULT_VIDEOS, val_videos: int | None = None
+) -> None:
+    """The world's size and seed, as `egovlp synth` and `make demo` take them."""
+    p.add_argument("--videos", type=positive_int, default=videos, help="videos, train and val (%(default)s)")
+    val_default = "a quarter" if val_videos is None else "%(default)s"
+    p.add_argument(
+        "--val-videos", type=positive_int, default=val_videos, help=f"of which val ({val_default})"
+    )
+    p.add_argument("--seed", type=non_negative_int, default=0, help="same seed and arguments, same files")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="egovlp synth",
@@ -144,26 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
         "state changes: their own videos (also in videos/) with fho_oscc-pnr_{train,val}.json.",
     )
     p.add_argument("out_dir", help="output folder (created; existing files of the dataset are replaced)")
+    add_world_arguments(p)
     p.add_argument(
-        "--videos", type=positive_int, default=DEFAULT_VIDEOS, help="number of videos (default %(default)s)"
+        "--short-side", type=positive_int, default=DEFAULT_SHORT_SIDE, help="frame height, px (4:3)"
     )
-    p.add_argument(
-        "--seed", type=non_negative_int, default=0, help="random seed; same seed and arguments, same files"
-    )
-    p.add_argument(
-        "--short-side", type=positive_int, default=DEFAULT_SHORT_SIDE, help="frame height in px, 4:3 frames"
-    )
-    p.add_argument(
-        "--duration",
-        type=positive_float,
-        default=DEFAULT_DURATION,
-        help="seconds per video (default %(default)s)",
-    )
+    p.add_argument("--duration", type=positive_float, default=DEFAULT_DURATION, help="seconds per video")
     p.add_argument(
         "--workers", type=positive_int, default=None, help="render processes (default min(4, cpus))"
-    )
-    p.add_argument(
-        "--val-videos", type=positive_int, default=None, help="videos in the val split (default a quarter)"
     )
     p.add_argument(
         "--fho-videos",
@@ -180,17 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     output_dir(args.out_dir, "out_dir")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    summary = synthesize(
-        args.out_dir,
-        videos=args.videos,
-        seed=args.seed,
-        short_side=args.short_side,
-        duration=args.duration,
-        workers=args.workers,
-        val_videos=args.val_videos,
-        render=not args.annotations_only,
-        progress=True,
-        fho_videos=args.fho_videos,
-    )
+    options = vars(args)  # the parser's names are synthesize's
+    render = not options.pop("annotations_only")
+    summary = synthesize(**options, render=render, progress=True)
     print(json.dumps(summary))
     return 0

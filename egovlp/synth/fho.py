@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -35,8 +34,8 @@ from egovlp.synth.world import (
     _make_scene,
     _smooth,
     camera_offset,
-    frame_size,
-    rng_for,
+    place_object,
+    plan_videos,
 )
 
 WINDOW_SECONDS = 8.0  # an FHO clip
@@ -141,24 +140,13 @@ def make_fho_world(n_videos: int, seed: int, n_val: int) -> list[FHOVideoPlan]:
 
     Streams of their own (spawn keys 7 and 8), so the narrated world's plans do not change.
     """
-    val = set(rng_for(seed, 7).permutation(n_videos)[:n_val].tolist()) if n_videos else set()
     duration = video_duration()
-    plans = []
-    for index in range(n_videos):
-        rng = rng_for(seed, 8, index)
-        video_uid = str(uuid.UUID(bytes=rng.bytes(16), version=4))
+
+    def plan(rng: np.random.Generator, video_uid: str, index: int, split: str) -> FHOVideoPlan:
         scene = _make_scene(rng, duration)
-        plans.append(
-            FHOVideoPlan(
-                video_uid=video_uid,
-                index=index,
-                split="val" if index in val else "train",
-                duration=duration,
-                scene=scene,
-                episodes=tuple(_make_episodes(rng)),
-            )
-        )
-    return plans
+        return FHOVideoPlan(video_uid, index, split, duration, scene, tuple(_make_episodes(rng)))
+
+    return plan_videos(n_videos, seed, n_val, (7, 8), plan)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -229,20 +217,10 @@ def episode_look(
     off_screen = 0.5 + RADIUS * ep.scale * 1.8 + 0.05
     y += (off_screen - y) * k
     c = changed_fraction(ep, t, force)
-    s = height
-    dx, dy = camera_offset(scene, t, s)
-    pose = ObjectPose(
-        shape=NOUNS[ep.noun].shape,
-        cx=width / 2 + x * s - dx,
-        cy=height / 2 + y * s - dy,
-        radius=RADIUS * ep.scale * s,
-        angle=angle,
-        sx=sx,
-        sy=sy,
-        lid=1.0 * c if ep.change == "open" else 0.0,
-        split=0.6 * c if ep.change == "break" else 0.0,
-        cut=ep.change == "break" and c > 0,
-    )
+    lid = 1.0 * c if ep.change == "open" else 0.0
+    split = 0.6 * c if ep.change == "break" else 0.0
+    cut = ep.change == "break" and c > 0
+    pose = place_object(ep.noun, ep.scale, x, y, (angle, sx, sy, lid, split, cut), scene, t, (width, height))
     rgb = NOUNS[ep.noun].rgb
     if ep.change == "recolour":
         new = COLOURS[ep.new_colour]
@@ -319,17 +297,6 @@ def _draw_inside(frame: np.ndarray, look: Look, gain: np.ndarray, origin: tuple[
     render._composite(frame, win, alpha, np.float32(look.inner_rgb) * 0.9 * g[..., None])
 
 
-def render_fho_video(plan: FHOVideoPlan, path: Path, short_side: int) -> int:
-    """Render and encode one FHO video (H.264 mp4, 30 fps); returns the frame count."""
-    from egovlp.synth.render import encode_video, make_background
-
-    width, height = frame_size(short_side)
-    bg = make_background(plan.scene, width, height)
-    n_frames = int(round(plan.duration * FPS))
-    encode_video(path, n_frames, width, height, lambda i: render_fho_frame(plan, i / FPS, bg))
-    return n_frames
-
-
 __all__ = [
     "VIDEO_FOLDER",
     "WINDOW_SECONDS",
@@ -340,5 +307,4 @@ __all__ = [
     "episode_look",
     "make_fho_world",
     "render_fho_frame",
-    "render_fho_video",
 ]

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 # x264 settings: crf 23 as usual; "veryfast" because the default dataset must render and encode in
 # well under 90 s on one core (slower presets buy little on these flat pictures)
 X264_OPTIONS = {"crf": "23", "preset": "veryfast"}
+# draws one RGB frame of a plan at time t over its background
+FrameFn = Callable[[Any, float, "Background"], np.ndarray]
 GOP = 30  # one keyframe a second keeps clip seeks cheap for the shard writer
 
 
@@ -201,12 +204,17 @@ def _draw_hand(
     _composite(frame, (x0, y0, x1, y1), a, c * g[..., None])
 
 
-def render_video(plan: VideoPlan, path: Path, short_side: int) -> int:
-    """Render and encode one video to `path` (H.264 mp4, 30 fps, yuv420p); returns the frame count."""
+def render_video(plan: Any, path: Path, short_side: int, frame_fn: FrameFn | None = None) -> int:
+    """Render and encode one video to `path` (H.264 mp4, 30 fps, yuv420p); returns the frame count.
+
+    `frame_fn(plan, t, background)` draws the frame at time t: `render_frame` for a narrated video
+    (the default), `egovlp.synth.fho.render_fho_frame` for a state-change one.
+    """
+    draw = frame_fn or render_frame
     width, height = frame_size(short_side)
     bg = make_background(plan.scene, width, height)
     n_frames = int(round(plan.duration * FPS))
-    encode_video(path, n_frames, width, height, lambda i: render_frame(plan, i / FPS, bg))
+    encode_video(path, n_frames, width, height, lambda i: draw(plan, i / FPS, bg))
     return n_frames
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import colorsys
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -68,20 +70,13 @@ VERBS: tuple[Verb, ...] = tuple(
     )
 )
 
+# fmt: off
 COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (215, 35, 35),
-    "orange": (245, 135, 20),
-    "yellow": (245, 215, 30),
-    "green": (35, 165, 55),
-    "cyan": (30, 195, 215),
-    "blue": (35, 70, 215),
-    "purple": (135, 50, 185),
-    "pink": (245, 125, 190),
-    "brown": (125, 75, 35),
-    "white": (245, 245, 240),
-    "black": (20, 20, 25),
-    "grey": (135, 135, 140),
+    "red": (215, 35, 35),     "orange": (245, 135, 20),  "yellow": (245, 215, 30),  "green": (35, 165, 55),
+    "cyan": (30, 195, 215),   "blue": (35, 70, 215),     "purple": (135, 50, 185),  "pink": (245, 125, 190),
+    "brown": (125, 75, 35),   "white": (245, 245, 240),  "black": (20, 20, 25),     "grey": (135, 135, 140),
 }
+# fmt: on
 
 SHAPES = ("disk", "box", "tall", "bar", "triangle", "ring", "cross", "diamond", "half", "trapezoid", "star")
 
@@ -274,29 +269,34 @@ def _make_actions(
     return actions
 
 
-def make_world(n_videos: int, seed: int, duration: float, n_val: int) -> list[VideoPlan]:
-    """Plans for `n_videos` videos of `duration` seconds; `n_val` of them (chosen at random) are val."""
-    val = set(rng_for(seed, 0).permutation(n_videos)[:n_val].tolist())
+def plan_videos(
+    n_videos: int, seed: int, n_val: int, streams: tuple[int, int], make_plan: Callable[..., Any]
+) -> list:
+    """The plan loop every world shares: `n_val` val videos drawn from stream `streams[0]`, then one
+    stream per video (`streams[1]`, index), so a video's content does not depend on how many there are.
+
+    `make_plan(rng, video_uid, index, split)` draws the rest of a plan from the video's stream.
+    """
+    val = set(rng_for(seed, streams[0]).permutation(n_videos)[:n_val].tolist())
     plans = []
     for index in range(n_videos):
-        # one stream per video: a video's content does not depend on how many videos there are
-        rng = rng_for(seed, 1, index)
+        rng = rng_for(seed, streams[1], index)
         video_uid = str(uuid.UUID(bytes=rng.bytes(16), version=4))
+        plans.append(make_plan(rng, video_uid, index, "val" if index in val else "train"))
+    return plans
+
+
+def make_world(n_videos: int, seed: int, duration: float, n_val: int) -> list[VideoPlan]:
+    """Plans for `n_videos` videos of `duration` seconds; `n_val` of them (chosen at random) are val."""
+
+    def plan(rng: np.random.Generator, video_uid: str, index: int, split: str) -> VideoPlan:
         n_nouns = int(rng.integers(NOUNS_PER_VIDEO[0], NOUNS_PER_VIDEO[1] + 1))
         nouns = sorted(rng.choice(len(NOUNS), size=n_nouns, replace=False).tolist())
         scene = _make_scene(rng, duration)
-        plans.append(
-            VideoPlan(
-                video_uid=video_uid,
-                index=index,
-                split="val" if index in val else "train",
-                duration=duration,
-                scene=scene,
-                nouns=tuple(nouns),
-                actions=tuple(_make_actions(rng, video_uid, nouns, duration)),
-            )
-        )
-    return plans
+        actions = tuple(_make_actions(rng, video_uid, nouns, duration))
+        return VideoPlan(video_uid, index, split, duration, scene, tuple(nouns), actions)
+
+    return plan_videos(n_videos, seed, n_val, (0, 1), plan)
 
 
 def camera_offset(scene: Scene, t: float, short_side: int) -> tuple[int, int]:
@@ -369,20 +369,18 @@ def object_pose(a: Action, scene: Scene, t: float, width: int, height: int) -> O
         k = 0.0
     off_screen = 0.5 + RADIUS * a.scale * max(sx, sy) * 1.6 + 0.05
     y = y + (off_screen - y) * k
-    s = height
-    dx, dy = camera_offset(scene, t, s)
-    return ObjectPose(
-        shape=NOUNS[a.noun].shape,
-        cx=width / 2 + x * s - dx,
-        cy=height / 2 + y * s - dy,
-        radius=RADIUS * a.scale * s,
-        angle=angle,
-        sx=sx,
-        sy=sy,
-        lid=lid,
-        split=split,
-        cut=cut,
-    )
+    return place_object(a.noun, a.scale, x, y, (angle, sx, sy, lid, split, cut), scene, t, (width, height))
+
+
+def place_object(
+    noun: int, scale: float, x: float, y: float, look: tuple, scene: Scene, t: float, size: tuple[int, int]
+) -> ObjectPose:
+    """Noun `noun` at table position (x, y) (frame heights from the centre) in a (width, height) frame
+    at time t, camera motion included; `look` is the rest of ObjectPose (angle, sx, sy, lid, split, cut)."""
+    width, height = size
+    dx, dy = camera_offset(scene, t, height)
+    cx, cy = width / 2 + x * height - dx, height / 2 + y * height - dy
+    return ObjectPose(NOUNS[noun].shape, cx, cy, RADIUS * scale * height, *look)
 
 
 def active_action(plan: VideoPlan, t: float) -> Action | None:

@@ -35,8 +35,7 @@ def _predict_and_eval(task: str, model: Path, world: Path, tmp_path: Path, capsy
     gt, pred = world / "fho_oscc-pnr_val.json", tmp_path / f"{task}.json"
     args = ["finetune", "predict", task, "--checkpoint", str(model), "--ann", str(gt)]
     assert (
-        run([*args, "--videos", str(world / "videos"), "--out", str(pred), "--workers", "0", "--quiet"])
-        == 0
+        run([*args, "--videos", str(world / "videos"), "--out", str(pred), "--workers", "0", "--quiet"]) == 0
     )
     capsys.readouterr()
     assert run(["eval", task, "--gt", str(gt), "--pred", str(pred)]) == 0
