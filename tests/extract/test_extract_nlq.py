@@ -37,6 +37,10 @@ def _run(*args) -> int:
     return main([*map(str, args), "--no-progress", "--workers", "0"])
 
 
+def _nlq_args(model_dir, nlq_file, videos, out) -> tuple:
+    return ("--model", model_dir, "--preset", "nlq", "--input", nlq_file, "--videos", videos, "--out", out)
+
+
 @pytest.fixture
 def nlq_file(tmp_path, index_videos):
     clips = [
@@ -61,21 +65,7 @@ def test_nlq_annotation_pt_matches_encode_video(
     tmp_path, nlq_file, index_videos, micro_model_dir, micro_model
 ):
     out = tmp_path / "out"
-    assert (
-        _run(
-            "--model",
-            micro_model_dir,
-            "--preset",
-            "nlq",
-            "--input",
-            nlq_file,
-            "--videos",
-            index_videos,
-            "--out",
-            out,
-        )
-        == 0
-    )
+    assert _run(*_nlq_args(micro_model_dir, nlq_file, index_videos, out)) == 0
     feats = torch.load(out / "clipA.pt", weights_only=True)  # what VSLNet loads: a plain tensor
     assert torch.is_tensor(feats) and feats.dtype == torch.float32 and feats.shape == (5, 16)  # ceil(75 / 16)
     meta = json.loads((out / "clipA.json").read_text())
@@ -109,18 +99,7 @@ def test_npy_layout_compat_and_768(tmp_path, index_videos, micro_model_dir):
 
 def test_resume_skips_complete_and_redoes_truncated(tmp_path, nlq_file, index_videos, micro_model_dir):
     out = tmp_path / "out"
-    args = (
-        "--model",
-        micro_model_dir,
-        "--preset",
-        "nlq",
-        "--input",
-        nlq_file,
-        "--videos",
-        index_videos,
-        "--out",
-        out,
-    )
+    args = _nlq_args(micro_model_dir, nlq_file, index_videos, out)
     assert _run(*args) == 0
     before_a = torch.load(out / "clipA.pt", weights_only=True)
     mtime_b = os.stat(out / "clipB.pt").st_mtime_ns

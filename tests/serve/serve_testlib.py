@@ -1,13 +1,20 @@
-"""Helpers shared by the service tests: tiny mp4s and extractor-style feature files."""
+"""Helpers shared by the service tests: tiny mp4s, extractor-style feature files, a live server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
+import httpx
 import numpy as np
 import torch
+import uvicorn
 
 
 def write_video(path: Path, seconds: float = 3.0, fps: int = 10, color: int = 0, size=(64, 48)) -> Path:
@@ -72,3 +79,27 @@ def hanging_decoder(conn) -> None:
     while conn.recv() == "ping":
         conn.send("pong")
     time.sleep(60)
+
+
+@contextlib.contextmanager
+def live_server(app, **options) -> Iterator[str]:
+    """`app` served by uvicorn on a free loopback port in a thread; yields its URL once /ready is 200."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, "127.0.0.1", port, **options))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx.get(url + "/ready").status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(10)

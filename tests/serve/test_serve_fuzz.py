@@ -4,20 +4,17 @@ bodies accepted, invalid ones rejected, responses match their schemas."""
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 
-import httpx
 import pytest
 import schemathesis
 import schemathesis.specs.openapi.checks  # noqa: F401 - registers the OpenAPI checks
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS
 from schemathesis.config import SchemathesisConfig
+from serve_testlib import live_server
 
 from serve.backend import ModelBackend
 
@@ -33,20 +30,11 @@ def api_schema(micro_model, index_dir, video_root):
     app = create_app(
         Settings(allowed_roots=[str(video_root)], max_body_bytes=1 << 20, decode_timeout_s=5), backend=backend
     )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, "127.0.0.1", port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(url + "/ready").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.05)
+    with live_server(app, log_level="warning") as url:
+        yield schemathesis.openapi.from_url(url + "/openapi.json", config=_config())
+
+
+def _config() -> SchemathesisConfig:
     # A schema-valid video request can still carry bytes that are no decodable video (415), too many
     # seconds (413) or a start past the video's end (400): JSON schema cannot say "a valid mp4".
     video_ops = {
@@ -59,12 +47,9 @@ def api_schema(micro_model, index_dir, video_root):
     }
     # Too many inputs / too long a text is invalid data the service rejects with 413, not 400.
     rejected = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429"]
-    config = SchemathesisConfig.from_dict(
+    return SchemathesisConfig.from_dict(
         {"checks": {"negative_data_rejection": {"expected-statuses": rejected}}, "operations": [video_ops]}
     )
-    yield schemathesis.openapi.from_url(url + "/openapi.json", config=config)
-    server.should_exit = True
-    thread.join(10)
 
 
 def test_all_checks_pass(api_schema):

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
-import time
 
 import httpx
 import psutil
 import pytest
-import uvicorn
+from serve_testlib import live_server
 
 from serve.backend import ModelBackend
 from serve.loadtest import GOOD_KINDS, run_load
@@ -29,32 +26,9 @@ def server_url(micro_model, index_dir, video_root):
 
     backend = ModelBackend(micro_model, load_index(index_dir, use_gpu=False))
     settings = Settings(allowed_roots=[str(video_root)], max_decodes=2, decode_timeout_s=20)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, backend=backend),
-            "127.0.0.1",
-            port,
-            log_level="error",
-            backlog=256,
-            timeout_keep_alive=60,
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(url + "/ready").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.05)
-    yield url
-    server.should_exit = True
-    thread.join(10)
+    app = create_app(settings, backend=backend)
+    with live_server(app, log_level="error", backlog=256, timeout_keep_alive=60) as url:
+        yield url
 
 
 def test_mixed_load_with_poison(server_url, capsys):
