@@ -7,11 +7,13 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from typing import Any
 
 import numpy as np
 from fastapi import Request
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from serve.backend import ModelBackend, load_backend
 from serve.batcher import Batcher
@@ -23,9 +25,14 @@ logger = logging.getLogger(__name__)
 VERSION = "0.2.0"
 
 
-@dataclass
+def _limit(default: float, about: str) -> Any:
+    """A service limit: > 0, published at /info and stated in the OpenAPI document."""
+    return Field(default, gt=0, description=about)
+
+
+@pydantic_dataclass(config=ConfigDict(extra="forbid"))
 class Settings:
-    """Everything the service is configured with; /info shows the limits."""
+    """Everything the service is configured with; /info shows the limits (the max_ and decode_ fields)."""
 
     model: str | None = None
     index: str | None = None
@@ -34,26 +41,21 @@ class Settings:
     device: str | None = None
     precision: str = "auto"
     allow_foreign_index: bool = False
-    max_batch_text: int = 32
-    max_batch_video: int = 8
-    max_wait_ms: float = 5.0
-    max_queue: int = 64
-    max_queue_items: int = 1024
-    max_inputs: int = 256
-    max_text_chars: int = 20_000
-    max_body_bytes: int = 64 * 1024 * 1024
-    max_video_seconds: float = 600.0
-    max_windows: int = 64
-    decode_timeout_s: float = 30.0
-    max_decodes: int = 4
-    max_decode_waiting: int = 8
-    max_decode_bytes: int = 256 * 1024 * 1024
+    max_batch_text: int = _limit(32, "texts per model batch")
+    max_batch_video: int = _limit(8, "video clips per model batch")
+    max_wait_ms: float = _limit(5.0, "how long a batch waits to fill")
+    max_queue: int = _limit(64, "queued requests per modality before 429")
+    max_queue_items: int = _limit(1024, "queued inputs per modality before 429")
+    max_inputs: int = _limit(256, "inputs in one request")
+    max_text_chars: int = _limit(20_000, "characters in one text")
+    max_body_bytes: int = _limit(64 * 1024 * 1024, "bytes in one request body")
+    max_video_seconds: float = _limit(600.0, "seconds of video in one request")
+    max_windows: int = _limit(64, "clip windows in one video request")
+    decode_timeout_s: float = _limit(30.0, "seconds one video decode may take")
+    max_decodes: int = _limit(4, "decode worker processes")
+    max_decode_waiting: int = _limit(8, "decodes waiting for a worker before 429")
+    max_decode_bytes: int = _limit(256 * 1024 * 1024, "video bytes being decoded or waiting before 429")
     cors_origins: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        for key, value in asdict(self).items():
-            if key.startswith(("max_", "decode_")) and not value > 0:
-                raise ValueError(f"{key} must be > 0, got {value}")
 
     def limits(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k.startswith(("max_", "decode_"))}
