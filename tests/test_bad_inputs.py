@@ -148,26 +148,9 @@ CASES: list[Case] = [
 
 
 def _nlq_files(tmp: Path) -> dict[str, Path]:
-    gt = {
-        "videos": [
-            {
-                "video_uid": "v",
-                "clips": [
-                    {
-                        "clip_uid": "c",
-                        "annotations": [
-                            {
-                                "annotation_uid": "a",
-                                "language_queries": [
-                                    {"clip_start_sec": 0.0, "clip_end_sec": 10.0, "query": "q"}
-                                ],
-                            }
-                        ],
-                    }
-                ],
-            }
-        ]
-    }
+    query = {"clip_start_sec": 0.0, "clip_end_sec": 10.0, "query": "q"}
+    annotation = {"annotation_uid": "a", "language_queries": [query]}
+    gt = {"videos": [{"video_uid": "v", "clips": [{"clip_uid": "c", "annotations": [annotation]}]}]}
     pred = {
         "version": "1.0",
         "challenge": "ego4d_nlq_challenge",

@@ -18,14 +18,9 @@ def _extract(model_dir, videos, out, *extra) -> int:
 
 def test_cuda_fp32_matches_cpu_and_bf16_is_close(tmp_path, index_videos, micro_model_dir):
     assert _extract(micro_model_dir, index_videos, tmp_path / "cpu", "--device", "cpu", "--workers", "0") == 0
-    assert (
-        _extract(micro_model_dir, index_videos, tmp_path / "fp32", "--device", "cuda", "--precision", "fp32")
-        == 0
-    )
-    assert (
-        _extract(micro_model_dir, index_videos, tmp_path / "bf16", "--device", "cuda", "--precision", "bf16")
-        == 0
-    )
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        assert _extract(micro_model_dir, index_videos, out, "--device", "cuda", "--precision", precision) == 0
     for name in ("vid30", "vid25"):
         cpu = torch.load(tmp_path / "cpu" / f"{name}.pt", weights_only=True)
         fp32 = torch.load(tmp_path / "fp32" / f"{name}.pt", weights_only=True)

@@ -40,6 +40,16 @@ def _nlq(w, *extra: str) -> list[str]:
             str(n["text"]), "--quiet", *extra]  # fmt: skip
 
 
+def _nlq_with(*extra: str):
+    """A case: NLQ training into the case's folder with `extra` options."""
+    return lambda w, out: _nlq(w, "--out", out, *extra)
+
+
+def _nlq_config(name: str):
+    """A case: NLQ training with the config file `name` from the world's folder."""
+    return lambda w, out: _nlq(w, "--out", out, "--config", str(w["root"] / name))
+
+
 def _mq_predict(w, *extra: str) -> list[str]:
     m = w["mq"]
     return [
@@ -56,30 +66,18 @@ def _mq_predict(w, *extra: str) -> list[str]:
 
 
 CASES = {
-    "batch size -1": (lambda w, out: _nlq(w, "--out", out, "--batch-size", "-1"), "--batch-size"),
-    "epochs 0": (lambda w, out: _nlq(w, "--out", out, "--epochs", "0"), "--epochs"),
-    "lr -1": (lambda w, out: _nlq(w, "--out", out, "--lr", "-1"), "--lr"),
-    "seed -1": (lambda w, out: _nlq(w, "--out", out, "--seed", "-1"), "--seed"),
-    "threads 0": (lambda w, out: _nlq(w, "--out", out, "--threads", "0"), "--threads"),
-    "device bogus": (lambda w, out: _nlq(w, "--out", out, "--device", "bogus"), "--device"),
+    "batch size -1": (_nlq_with("--batch-size", "-1"), "--batch-size"),
+    "epochs 0": (_nlq_with("--epochs", "0"), "--epochs"),
+    "lr -1": (_nlq_with("--lr", "-1"), "--lr"),
+    "seed -1": (_nlq_with("--seed", "-1"), "--seed"),
+    "threads 0": (_nlq_with("--threads", "0"), "--threads"),
+    "device bogus": (_nlq_with("--device", "bogus"), "--device"),
     "out is a file": (lambda w, out: _nlq(w, "--out", str(w["root"] / "a_file")), "a_file"),
-    "yaml epochs 0": (
-        lambda w, out: _nlq(w, "--out", out, "--config", str(w["root"] / "epochs0.yaml")),
-        "'epochs'",
-    ),
-    "yaml scalar": (
-        lambda w, out: _nlq(w, "--out", out, "--config", str(w["root"] / "scalar.yaml")),
-        "scalar.yaml",
-    ),
-    "yaml typo": (lambda w, out: _nlq(w, "--out", out, "--config", str(w["root"] / "typo.yaml")), "'hiden'"),
-    "yaml heads": (
-        lambda w, out: _nlq(w, "--out", out, "--config", str(w["root"] / "heads.yaml")),
-        "num_heads",
-    ),
-    "missing config": (
-        lambda w, out: _nlq(w, "--out", out, "--config", str(w["root"] / "nope.yaml")),
-        "nope.yaml",
-    ),
+    "yaml epochs 0": (_nlq_config("epochs0.yaml"), "'epochs'"),
+    "yaml scalar": (_nlq_config("scalar.yaml"), "scalar.yaml"),
+    "yaml typo": (_nlq_config("typo.yaml"), "'hiden'"),
+    "yaml heads": (_nlq_config("heads.yaml"), "num_heads"),
+    "missing config": (_nlq_config("nope.yaml"), "nope.yaml"),
     "mq ranges": (
         lambda w, out: [
             "heads",
