@@ -14,7 +14,6 @@ writer is gone (on this host), or that are older than a day (another host's, on 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import os
@@ -132,12 +131,11 @@ def write_json_atomic(obj: Any, path: str | os.PathLike, indent: int | None = No
 
 
 def torch_save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save into memory first (a failed pickle writes nothing), then atomically to `path`."""
+    """torch.save through a temp file; a failed pickle leaves `path` as it was."""
     import torch
 
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    write_bytes_atomic(buf.getvalue(), path)
+    with atomic_write(path, "wb") as handle:
+        torch.save(obj, handle)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -52,8 +52,7 @@ _END_SLACK_SECONDS = 0.5
 
 def available_backends() -> list[str]:
     """Backends whose modules load here: the default order first, then the others."""
-    order = [*DEFAULT_ORDER, "pyav", *BACKENDS]
-    return [b for b in dict.fromkeys(order) if decoders.importable(b)]
+    return [b for b in dict.fromkeys((*DEFAULT_ORDER, *BACKENDS)) if decoders.importable(b)]
 
 
 def _backend_order() -> tuple[list[str], bool]:
@@ -65,8 +64,8 @@ def _backend_order() -> tuple[list[str], bool]:
         if not decoders.importable(forced):
             raise VideoReadError(f"{BACKEND_ENV}={forced} but {forced} is not installed or does not load")
         return [forced], True
-    usable = available_backends()
-    return [b for b in usable if b in DEFAULT_ORDER or b == "pyav"], False
+    # only the default order is loaded: importing the others costs a second per process (torchcodec)
+    return [b for b in dict.fromkeys((*DEFAULT_ORDER, "pyav")) if decoders.importable(b)], False
 
 
 def _check_file(path: str) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from egovlp.errors import InputError
-from egovlp.io import AtomicFile, write_json_atomic
+from egovlp.io import AtomicFile, atomic_path, write_json_atomic
 from egovlp.validate import is_write_error, write_error
 
 _FULL_DISK_BYTES = 1 << 20  # less free space than this after a failed write: the disk is full
@@ -137,34 +137,26 @@ def write_files_table(path: Path, files: dict[str, list]) -> None:
     import pyarrow as pa
 
     table = pa.table({c: files[c] for c in FILE_COLUMNS}, schema=files_schema())
-    target = AtomicFile(path)
-    try:
-        with pa.OSFile(str(target.tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-    except BaseException:
-        target.abort()
-        raise
-    target.commit()
+    with (
+        atomic_path(path) as tmp,
+        pa.OSFile(str(tmp), "wb") as sink,
+        pa.ipc.new_file(sink, table.schema) as w,
+    ):
+        w.write_table(table)
 
 
 def write_faiss(path: Path, index) -> None:
     faiss = faiss_module()
     if type(index).__name__.startswith("Gpu"):
         index = faiss.index_gpu_to_cpu(index)
-    target = AtomicFile(path)
     try:
-        faiss.write_index(index, str(target.tmp))
+        with atomic_path(path) as tmp:
+            faiss.write_index(index, str(tmp))
     except RuntimeError:
         # FAISS reports a failed fwrite without its errno: name a full disk when that is what it is
-        full = shutil.disk_usage(path.parent).free < _FULL_DISK_BYTES
-        target.abort()
-        if full:
+        if shutil.disk_usage(path.parent).free < _FULL_DISK_BYTES:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
         raise
-    except BaseException:
-        target.abort()
-        raise
-    target.commit()
 
 
 def publish(out: Path, index, rows: RowsWriter, files: dict[str, list], info: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import av
 import numpy as np
 
-from egovlp.io import AtomicFile
+from egovlp.io import atomic_path
 from egovlp.synth import geometry as geo
 from egovlp.synth.world import (
     FPS,
@@ -223,22 +223,16 @@ def encode_video(
 ) -> None:
     """Encode frames `frame_at(i)` (uint8 [H, W, 3]) for i in 0..n_frames-1 to `path` at 30 fps.
 
-    Written through `egovlp.io.AtomicFile`, so a killed run leaves no half file under the real name.
+    Written through `egovlp.io.atomic_path`, so a killed run leaves no half file under the real name.
     """
-    target = AtomicFile(path)
-    try:
-        with av.open(str(target.tmp), "w", format="mp4") as out:
-            stream = out.add_stream("libx264", rate=FPS, options=dict(X264_OPTIONS))
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.codec_context.gop_size = GOP
-            stream.thread_count = 1  # parallelism is one process per video
-            for i in range(n_frames):
-                frame = av.VideoFrame.from_ndarray(frame_at(i), format="rgb24")
-                frame.pts = i
-                out.mux(stream.encode(frame))
-            out.mux(stream.encode(None))
-    except BaseException:
-        target.abort()
-        raise
-    target.commit()
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=FPS, options=dict(X264_OPTIONS))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.gop_size = GOP
+        stream.thread_count = 1  # parallelism is one process per video
+        for i in range(n_frames):
+            frame = av.VideoFrame.from_ndarray(frame_at(i), format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
     log.debug("wrote %s (%d frames)", path, n_frames)
