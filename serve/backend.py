@@ -21,7 +21,7 @@ import torch
 from egovlp.errors import InputError
 from egovlp.features import model_identity
 from serve.errors import NoIndex
-from serve.index_store import SearchIndex, l2_normalize, load_index
+from serve.index_store import SearchIndex, load_index
 
 logger = logging.getLogger(__name__)
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -102,10 +102,6 @@ class ModelBackend:
                 out.append(self.model.embed_text(ids.to(device), mask.to(device)).float())
         return torch.cat(out).cpu().numpy() if out else np.zeros((0, self.dim), np.float32)
 
-    def embed_text(self, texts: list[str]) -> np.ndarray:
-        """list[str] -> float32 [N, D]."""
-        return self.embed_tokens([self.tokenize(t) for t in texts])
-
     def embed_video(self, clips: list[torch.Tensor]) -> np.ndarray:
         """Normalized clips, each [F, 3, S, S] -> float32 [N, D]."""
         out = []
@@ -114,11 +110,14 @@ class ModelBackend:
             out.append(self.model.encode_video(batch))
         return torch.cat(out).cpu().numpy() if out else np.zeros((0, self.dim), np.float32)
 
-    def search(self, vectors: np.ndarray, k: int) -> list[list[dict[str, Any]]]:
-        """Raw query embeddings [Q, D] -> per query the top-k hits with metadata."""
+    def require_index(self) -> SearchIndex:
         if self.index is None:
             raise NoIndex("this server has no index: start it with --index INDEX_DIR")
-        return self.index.search(l2_normalize(vectors), k)
+        return self.index
+
+    def search(self, vectors: np.ndarray, k: int) -> list[list[dict[str, Any]]]:
+        """Raw query embeddings [Q, D] -> per query the top-k hits with metadata (the index normalizes)."""
+        return self.require_index().search(vectors, k)
 
     def info(self) -> dict[str, Any]:
         index = None

@@ -123,12 +123,13 @@ class FeatureFolderSource:
         return arr[:, 0], arr[:, 1]
 
     def sample(self, n: int, seed: int) -> np.ndarray:
-        """n rows [n, D] from randomly chosen files (about n / count of every file's rows)."""
+        """n rows [n, D] from randomly chosen files: half of each file's rows, so about 2n rows are read."""
         if n <= 0:
             return np.zeros((0, self.dim), np.float32)
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(self.items))
-        frac = min(1.0, 2.0 * n / max(1, self.count))  # read about twice what is needed, in file order
+        # half of every file read (not n / count of it, which would read count / 2 rows to collect n)
+        frac = 1.0 if self.count <= 2 * n else 0.5
         picked: list[np.ndarray] = []
         have = 0
         for i in order:

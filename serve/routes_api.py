@@ -158,8 +158,7 @@ async def search(body: SearchRequest, request: Request, state: AppState = Depend
     b = state.backend()
     if (body.query is None) == (body.video is None):
         raise InputError("give exactly one of 'query' (text) or 'video'")
-    if b.index is None:
-        b.search(np.zeros((1, b.dim), np.float32), 1)  # raises NoIndex
+    b.require_index()  # NoIndex before any embedding work
     try:
         if body.query is not None:
             seqs = await token_ids(state, body.query, "query")
