@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "check_non_negative",
-    "check_positive",
     "input_dir",
     "input_file",
     "is_write_error",
@@ -83,22 +81,6 @@ positive_int = _argparse_number(_parse_int, lambda v: v >= 1, "a positive intege
 non_negative_int = _argparse_number(_parse_int, lambda v: v >= 0, "an integer >= 0", "non_negative_int")
 positive_float = _argparse_number(_parse_float, lambda v: v > 0, "a number > 0", "positive_float")
 non_negative_float = _argparse_number(_parse_float, lambda v: v >= 0, "a number >= 0", "non_negative_float")
-
-
-def _check_number(value: float, name: str, ok: Callable[[float], bool], rule: str) -> None:
-    finite = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if not finite or not ok(value):
-        raise InputError(f"{name}: must be {rule}, got {value!r}")
-
-
-def check_positive(value: float, name: str) -> None:
-    """InputError unless `value` (an already-parsed option, e.g. from YAML) is finite and > 0."""
-    _check_number(value, name, lambda v: v > 0, "> 0")
-
-
-def check_non_negative(value: float, name: str) -> None:
-    """InputError unless `value` is finite and >= 0."""
-    _check_number(value, name, lambda v: v >= 0, ">= 0")
 
 
 # ----------------------------------------------------------------------------- devices

@@ -184,10 +184,12 @@ def _main(args: argparse.Namespace) -> int:
     workers = (
         args.workers if args.workers is not None else (default_workers() if args.engine == "local" else 0)
     )
-    spec = ModelSpec(args.model, args.config, device, args.precision)
+    # absolute: a Ray actor on another node resolves paths against its own working directory
+    model_path, config_path = (str(Path(p).resolve()) if p else p for p in (args.model, args.config))
+    spec = ModelSpec(model_path, config_path, device, args.precision)
     # under ray the actors load their own copy; this one gives the identity and sizes
     model = load_extract_model(
-        spec if args.engine == "local" or args.preset == "text" else ModelSpec(args.model, args.config)
+        spec if args.engine == "local" or args.preset == "text" else ModelSpec(model_path, config_path)
     )
     resolved = {k: v for k, v in vars(args).items() if k != "defaults"}
     resolved |= {"batch_size": batch_size, "workers": workers, "device": device}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -309,9 +310,8 @@ class Collector:
         )
 
     def finish(self) -> list[ManifestRow]:
-        """Wait for the writer; outputs still in flight (a stream that ended early) are aborted and failed."""
-        for pos in list(self.live):
-            self.fail(pos, f"{self.jobs[pos].item.name}: the stream ended before all rows were computed")
+        """Wait for the writer; outputs not finished (a stream that ended early) are aborted and failed."""
+        self.fail_rest("the stream ended before all rows were computed")
         self.writer.shutdown(wait=True)
         self.bar.close()
         return self.rows + [c.result() for c in self.commits]
@@ -337,7 +337,8 @@ def plan_jobs(items: list[WorkItem], opts: ExtractOptions) -> tuple[list[Job], l
         except InputError as err:  # VideoReadError included
             return failed_row(item, str(err), time.perf_counter() - t0)
 
-    with ThreadPoolExecutor(max(1, min(8, opts.workers))) as pool:
+    # probing is I/O: threads even when decoding runs elsewhere (Ray, where --workers is 0)
+    with ThreadPoolExecutor(min(8, opts.workers or os.cpu_count() or 1)) as pool:
         results = list(pool.map(one, items))
     jobs = sorted((r for r in results if isinstance(r, Job)), key=lambda j: (-j.duration, j.item.name))
     return jobs, [r for r in results if isinstance(r, ManifestRow)]

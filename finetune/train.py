@@ -1,7 +1,7 @@
 """OSCC / PNR fine-tuning of the video tower through accelerate (DESIGN.md B.7).
 
 One process runs directly; `--num-processes N` relaunches under torchrun (gloo on the CPU, NCCL on
-GPUs), and `accelerate launch -m finetune.train ...` works the same way. Each process takes its own
+GPUs), and `accelerate launch -m finetune.cli oscc|pnr ...` works the same way. Each process takes its own
 share of every epoch with the same batch size, and DDP averages the gradients, so N processes take
 the steps one process would take with an N times larger batch.
 """
@@ -77,7 +77,11 @@ def train(cfg: FinetuneConfig, resume: str | None = None, progress: bool = True)
             frames, labels = frames.to(accelerator.device), labels.to(accelerator.device)
             with training.autocast(accelerator):
                 loss, logits = classification_loss(model, frames, labels)
-            check_finite(loss, step + 1, last_good)
+            # the global batch's loss and accuracy (every process's share); every rank checks the same
+            # reduced loss, so all stop together on a divergence instead of one waiting in all-reduce
+            stats = torch.stack([loss.detach().float(), (logits.argmax(-1) == labels).float().mean()])
+            stats = accelerator.reduce(stats, reduction="mean")
+            check_finite(stats[0], step + 1, last_good)
             accelerator.backward(loss)
             if cfg.grad_clip > 0:
                 accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -85,9 +89,7 @@ def train(cfg: FinetuneConfig, resume: str | None = None, progress: bool = True)
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             step += 1
-            # the global batch's loss and accuracy (every process's share)
-            stats = torch.stack([loss.detach().float(), (logits.argmax(-1) == labels).float().mean()])
-            stats = accelerator.reduce(stats, reduction="mean").tolist()
+            stats = stats.tolist()
             now = time.perf_counter()
             record = {
                 "step": step,

@@ -200,14 +200,14 @@ def run_shards(
     remove_stale_temps(out)  # temp files of a killed run (its pid is gone)
 
     plan = plan_shards(rows, shard_size, seed)
-    todo = []
+    todo, counts = [], {}
     for i in range(len(plan)):
-        if shard_complete(out, i) and not shard_intact(out, i):
+        if shard_complete(out, i):
+            if shard_intact(out, i):
+                counts[i] = count_ok(out, i)
+                continue
             logger.warning("%s: corrupt or truncated; writing it again", out / shard_name(i))
-        elif shard_complete(out, i):
-            continue
         todo.append(i)
-    counts = {i: count_ok(out, i) for i in range(len(plan)) if i not in todo}
     tasks = [
         ShardTask(
             i,

@@ -99,9 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="index folder to write (INDEX_DIR)")
     parser.add_argument("--add", action="store_true", help="append new files to the existing index at --out")
     parser.add_argument(
-        "--kind", default="auto", choices=KINDS, help="auto: exact up to 50k rows, IVF + 8-bit codes (sq8) above"
+        "--kind",
+        default="auto",
+        choices=KINDS,
+        help="auto: exact up to 50k rows, IVF + 8-bit codes (sq8) above",
     )
-    parser.add_argument("--nlist", type=positive_int, default=None, help="IVF lists (default ~2 sqrt(N), a power of two)")
+    parser.add_argument(
+        "--nlist", type=positive_int, default=None, help="IVF lists (default ~2 sqrt(N), a power of two)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     input_dir(args.features, "--features")

@@ -26,7 +26,7 @@ VERSION = "0.2.0"
 
 
 def _limit(default: float, about: str) -> Any:
-    """A service limit: > 0, published at /info and stated in the OpenAPI document."""
+    """A service limit: > 0; /info publishes its value, the description says what it bounds."""
     return Field(default, gt=0, description=about)
 
 

@@ -20,7 +20,7 @@ from egovlp.procs import die_with_parent
 from egovlp.synth.annotations import write_annotations
 from egovlp.synth.fho import FHOVideoPlan, make_fho_world, render_fho_frame
 from egovlp.synth.fho_annotations import write_fho_annotations
-from egovlp.synth.render import render_video
+from egovlp.synth.render import render_frame, render_video
 from egovlp.synth.world import VideoPlan, frame_size, make_world
 from egovlp.validate import non_negative_int, output_dir, positive_float, positive_int
 
@@ -38,7 +38,7 @@ MIN_DURATION = 8.0
 
 def _render_job(job: tuple[VideoPlan | FHOVideoPlan, str, int]) -> str:
     plan, path, short_side = job
-    frame_fn = render_fho_frame if isinstance(plan, FHOVideoPlan) else None
+    frame_fn = render_fho_frame if isinstance(plan, FHOVideoPlan) else render_frame
     render_video(plan, Path(path), short_side, frame_fn)
     return plan.video_uid
 

@@ -204,17 +204,16 @@ def _draw_hand(
     _composite(frame, (x0, y0, x1, y1), a, c * g[..., None])
 
 
-def render_video(plan: Any, path: Path, short_side: int, frame_fn: FrameFn | None = None) -> int:
+def render_video(plan: Any, path: Path, short_side: int, frame_fn: FrameFn = render_frame) -> int:
     """Render and encode one video to `path` (H.264 mp4, 30 fps, yuv420p); returns the frame count.
 
     `frame_fn(plan, t, background)` draws the frame at time t: `render_frame` for a narrated video
     (the default), `egovlp.synth.fho.render_fho_frame` for a state-change one.
     """
-    draw = frame_fn or render_frame
     width, height = frame_size(short_side)
     bg = make_background(plan.scene, width, height)
     n_frames = int(round(plan.duration * FPS))
-    encode_video(path, n_frames, width, height, lambda i: draw(plan, i / FPS, bg))
+    encode_video(path, n_frames, width, height, lambda i: frame_fn(plan, i / FPS, bg))
     return n_frames
 
 
