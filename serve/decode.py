@@ -163,7 +163,18 @@ class DecodePool:
                 return _Worker(self.worker_target)
         worker = self._idle.get()
         assert worker is not None
+        if not worker.proc.is_alive():  # died while idle (e.g. OOM-killed): a fresh one takes its place
+            worker.close(kill=True)
+            worker = _Worker(self.worker_target)
         return worker
+
+    def _replace(self) -> None:
+        try:
+            self._idle.put(_Worker(self.worker_target))
+        except OSError:  # no process now (fd or process limits): the next _take starts one lazily
+            logger.exception("could not start a decode worker")
+            with self._lock:
+                self._started -= 1
 
     def decode_blocking(self, path: str, spec: WindowSpec, timeout: float, name: str):
         """(windows, frames uint8 [W, F, H, W, 3]); call inside `slot` (which bounds the workers)."""
@@ -177,7 +188,7 @@ class DecodePool:
                 self._idle.put(worker)
             else:  # hung or crashed: kill it, put a fresh one in its place
                 worker.close(kill=True)
-                self._idle.put(_Worker(self.worker_target))
+                self._replace()
         if status == "too_large":
             raise TooLarge(payload)
         if status == "video":

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from egovlp.errors import InputError
-from egovlp.io import AtomicFile, atomic_path, write_json_atomic
+from egovlp.io import AtomicFile
 from egovlp.validate import is_write_error, write_error
 
 _FULL_DISK_BYTES = 1 << 20  # less free space than this after a failed write: the disk is full
@@ -100,6 +100,7 @@ class RowsWriter:
         self._target = AtomicFile(path)
         self._sink = pa.OSFile(str(self._target.tmp), "wb")
         self._writer = pa.ipc.new_file(self._sink, rows_schema())
+        self._closed = False
         self.count = 0
 
     def write(self, file_id: np.ndarray, row: np.ndarray, start: np.ndarray, end: np.ndarray) -> None:
@@ -121,14 +122,22 @@ class RowsWriter:
         self._writer.write_batch(batch)
         self.count += batch.num_rows
 
+    def close(self) -> None:
+        """Finish the temp file; `commit` renames it."""
+        if not self._closed:
+            self._closed = True
+            self._writer.close()
+            self._sink.close()
+
     def commit(self) -> None:
-        self._writer.close()
-        self._sink.close()
+        self.close()
         self._target.commit()
 
     def abort(self) -> None:
         try:
-            self._sink.close()
+            if not self._closed:
+                self._closed = True
+                self._sink.close()
         finally:
             self._target.abort()
 
@@ -137,12 +146,8 @@ def write_files_table(path: Path, files: dict[str, list]) -> None:
     import pyarrow as pa
 
     table = pa.table({c: files[c] for c in FILE_COLUMNS}, schema=files_schema())
-    with (
-        atomic_path(path) as tmp,
-        pa.OSFile(str(tmp), "wb") as sink,
-        pa.ipc.new_file(sink, table.schema) as w,
-    ):
-        w.write_table(table)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
 
 
 def write_faiss(path: Path, index) -> None:
@@ -150,8 +155,7 @@ def write_faiss(path: Path, index) -> None:
     if type(index).__name__.startswith("Gpu"):
         index = faiss.index_gpu_to_cpu(index)
     try:
-        with atomic_path(path) as tmp:
-            faiss.write_index(index, str(tmp))
+        faiss.write_index(index, str(path))
     except RuntimeError:
         # FAISS reports a failed fwrite without its errno: name a full disk when that is what it is
         if shutil.disk_usage(path.parent).free < _FULL_DISK_BYTES:
@@ -160,21 +164,28 @@ def write_faiss(path: Path, index) -> None:
 
 
 def publish(out: Path, index, rows: RowsWriter, files: dict[str, list], info: dict[str, Any]) -> None:
-    """index + tables first, index.json last (a reader checks that the counts agree)."""
+    """Every file is written to its temp file first, then all are renamed, index.json last: a failed
+    write (a full disk during `--add`) leaves the previous index whole."""
+    staged = {name: AtomicFile(out / name) for name in (INDEX_FILE, FILES_FILE, INFO_FILE)}
     try:
-        write_faiss(out / INDEX_FILE, index)
-        info["bytes_per_vector"] = round((out / INDEX_FILE).stat().st_size / max(1, index.ntotal), 1)
+        write_faiss(staged[INDEX_FILE].tmp, index)
+        info["bytes_per_vector"] = round(staged[INDEX_FILE].tmp.stat().st_size / max(1, index.ntotal), 1)
+        rows.close()
+        write_files_table(staged[FILES_FILE].tmp, files)
+        staged[INFO_FILE].tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        staged[INDEX_FILE].commit()
         rows.commit()
-        write_files_table(out / FILES_FILE, files)
-        write_json_atomic(info, out / INFO_FILE, indent=2)
-    except OSError as err:
+        staged[FILES_FILE].commit()
+        staged[INFO_FILE].commit()
+    except (OSError, RuntimeError) as err:
         rows.abort()
+        for target in staged.values():
+            target.abort()
+        if isinstance(err, RuntimeError):  # FAISS reports a failed fwrite (full disk) as a RuntimeError
+            raise InputError(f"{out}: cannot write the index ({' '.join(str(err).split())[:160]})") from None
         if is_write_error(err) or "write" in str(err).lower():
             raise write_error(out, err) from None
         raise
-    except RuntimeError as err:  # FAISS reports a failed fwrite (full disk) as a RuntimeError
-        rows.abort()
-        raise InputError(f"{out}: cannot write the index ({' '.join(str(err).split())[:160]})") from None
 
 
 def _open_table(path: Path):

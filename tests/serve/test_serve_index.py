@@ -79,6 +79,28 @@ def test_incremental_add(tmp_path):
     assert len(load_index(tmp_path / "idx", use_gpu=False)) == 7  # refused add left it intact
 
 
+def test_failed_add_leaves_the_previous_index_whole(tmp_path, monkeypatch):
+    import errno
+
+    import serve.index_store as store
+
+    feats, new = tmp_path / "f", tmp_path / "new"
+    write_features(feats, "old", _clustered(4, seed=3), "h1")
+    build_index(feats, tmp_path / "idx")
+    write_features(new, "fresh", _clustered(3, seed=4), "h1")
+
+    def disk_full(path, files):  # the files table is written after the index and the rows
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(store, "write_files_table", disk_full)
+    with pytest.raises(InputError, match="cannot write"):
+        add_to_index(new, tmp_path / "idx")
+    idx = load_index(tmp_path / "idx", use_gpu=False)
+    assert len(idx) == 4 and idx.file_names == ["old"]
+    assert idx.search(_clustered(4, seed=3)[2:3], 1)[0][0]["row"] == 2
+    assert not [p for p in (tmp_path / "idx").iterdir() if p.name.endswith(".tmp")]
+
+
 def test_bad_feature_folders(tmp_path, caplog):
     feats = tmp_path / "f"
     write_features(feats, "good", _clustered(3), "h1")
