@@ -82,7 +82,7 @@ def _quiet_broken_pipe() -> int:
 
 
 def run(argv: Sequence[str]) -> int:
-    from egovlp.errors import InputError
+    from egovlp.errors import InputError, TrainingDiverged
     from egovlp.validate import is_write_error, os_error_reason, write_error
 
     argparse.ArgumentParser.error = _argparse_error  # type: ignore[method-assign]
@@ -113,6 +113,10 @@ def run(argv: Sequence[str]) -> int:
         # one line whatever the message holds (a library's multi-line text quoted inside it)
         print(f"egovlp {command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:  # a run that stopped itself, not a bad input: exit 1
+        _close_progress_bars()
+        print(f"egovlp {command}: {err}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         return _quiet_broken_pipe()
     except OSError as err:

@@ -1,4 +1,4 @@
-"""Error types that the CLI turns into a one-line message and exit code 2.
+"""Error types that the CLI turns into a one-line message: exit code 2 for inputs, 1 for a diverged run.
 
 Library code raises these for problems with *inputs* (a file, a row, a tensor shape the caller
 handed in). Bugs stay ordinary exceptions so they keep their tracebacks.
@@ -17,3 +17,7 @@ class VideoReadError(InputError):
 
 class CheckpointError(InputError):
     """A checkpoint does not fit the model: missing/unexpected keys or wrong shapes, listed by name."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and the last good checkpoint."""

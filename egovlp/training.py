@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from egovlp.errors import InputError
+from egovlp.errors import InputError, TrainingDiverged
 from egovlp.io import atomic_write, remove_stale_temps, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,6 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.json"
 METRICS = "metrics.jsonl"
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
 
 
 # --- setup ---------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from egovlp.config import STRICT_KEYS, config_from_dict, load_config_file
 from egovlp.errors import InputError
 from egovlp.io import remove_stale_temps, torch_save_atomic, write_json_atomic
+from egovlp.training import check_finite
 from egovlp.validate import output_dir, output_file, resolve_device, write_error
 
 logger = logging.getLogger(__name__)
@@ -170,11 +171,14 @@ def fit(
     )
     losses: list[float] = []
     bar = progress(range(cfg.epochs), desc=desc, enable=show_progress)
+    step = 0
     for _epoch in bar:
         model.train()
         total = 0.0
         for idx in batches(n, cfg.batch_size, generator):
             loss = loss_of(idx)
+            step += 1
+            check_finite(loss, step, None)  # stop before a NaN reaches the weights and the checkpoint
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
