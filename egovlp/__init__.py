@@ -25,6 +25,7 @@ _EXPORTS = {
     "VideoTowerConfig": "egovlp.config",
     "TextTowerConfig": "egovlp.config",
     "load_config": "egovlp.config",
+    "list_models": "egovlp.config",
     "InputError": "egovlp.errors",
     "VideoReadError": "egovlp.errors",
     "CheckpointError": "egovlp.errors",
@@ -40,6 +41,7 @@ __all__ = [
     "VideoTowerConfig",
     "convert_checkpoint",
     "create_model",
+    "list_models",
     "load_config",
     "load_model",
     "save_pretrained",
@@ -47,7 +49,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from egovlp.checkpoint import convert_checkpoint, load_model, save_pretrained
-    from egovlp.config import ModelConfig, TextTowerConfig, VideoTowerConfig, load_config
+    from egovlp.config import ModelConfig, TextTowerConfig, VideoTowerConfig, list_models, load_config
     from egovlp.errors import CheckpointError, InputError, VideoReadError
     from egovlp.model import EgoVLP, create_model
 

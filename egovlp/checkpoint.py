@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from egovlp.config import ModelConfig, base_config, load_config
+from egovlp.config import ModelConfig, base_config, load_config, resolve_model_config
 from egovlp.errors import CheckpointError, InputError
 from egovlp.io import atomic_path, write_json_atomic
 
@@ -137,14 +137,6 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike) -> Non
     write_json_atomic(model.cfg.to_dict(), directory / CONFIG_NAME, indent=2)
 
 
-def _resolve_config(config: str | os.PathLike | ModelConfig | None, default: ModelConfig) -> ModelConfig:
-    if config is None:
-        return default
-    if isinstance(config, ModelConfig):
-        return config
-    return load_config(config)
-
-
 def load_model(
     path: str | os.PathLike,
     config: str | os.PathLike | ModelConfig | None = None,
@@ -163,13 +155,13 @@ def load_model(
         if not weights.is_file():
             raise InputError(f"{path}: no {WEIGHTS_NAME} in this directory")
         default = load_config(cfg_file) if cfg_file.is_file() else base_config()
-        cfg = _resolve_config(config, default)
+        cfg = resolve_model_config(config, default)
         try:
             state = load_file(weights)
         except Exception as err:
             raise CheckpointError(f"{weights}: not a readable safetensors file ({err})") from None
     elif path.is_file():
-        cfg = _resolve_config(config, base_config())
+        cfg = resolve_model_config(config)
         state = official_state_dict(read_checkpoint(path), str(path))
     else:
         raise InputError(f"{path}: no such checkpoint file or directory")

@@ -22,8 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "loader": ("pretrain.loader:main", "one epoch through the training loader (a data check)"),
     "pretrain": ("pretrain.train:main", "EgoNCE pretraining through accelerate"),
     "extract": ("extract.cli:main", "batch features for NLQ / MQ / VQ2D / text"),
-    "index": ("serve.index:main", "FAISS index over extracted features"),
-    "serve": ("serve.app:main", "the HTTP embedding and search service"),
+    "index": ("serve.index.cli:main", "FAISS index over extracted features"),
+    "serve": ("serve.cli:main", "the HTTP embedding and search service"),
     "heads": ("heads.cli:main", "train / predict downstream NLQ, MQ, VQ2D heads"),
     "finetune": ("finetune.cli:main", "fine-tune the video tower for OSCC / PNR"),
 }
@@ -31,12 +31,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
 # `egovlp eval TASK`: EgoMCQ belongs to pretraining, the Ego4D metrics to the heads.
 EVAL_TASKS: dict[str, str] = {
     "egomcq": "pretrain.egomcq:main",
-    "nlq": "heads.metrics.cli:main",
-    "mq": "heads.metrics.cli:main",
-    "vq2d": "heads.metrics.cli:main",
-    "oscc": "heads.metrics.cli:main",
-    "pnr": "heads.metrics.cli:main",
-    "grounding": "heads.metrics.cli:main",
+    "nlq": "egovlp.metrics.cli:main",
+    "mq": "egovlp.metrics.cli:main",
+    "vq2d": "egovlp.metrics.cli:main",
+    "oscc": "egovlp.metrics.cli:main",
+    "pnr": "egovlp.metrics.cli:main",
+    "grounding": "egovlp.metrics.cli:main",
 }
 
 

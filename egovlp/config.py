@@ -196,3 +196,68 @@ def load_config(path: str | os.PathLike) -> ModelConfig:
 def base_config() -> ModelConfig:
     """The published EgoVLP architecture (DESIGN.md B.1)."""
     return ModelConfig()
+
+
+# ---- named configs: packaged YAMLs resolved by name, the way open_clip names its models ------------
+
+CONFIG_KINDS = ("model", "pretrain", "extract", "heads")
+
+
+def config_dirs() -> list[Path]:
+    """Where named configs live: inside the installed package (a wheel puts the top-level
+    `configs/` at `egovlp/configs/`), else the source checkout's `configs/` (an editable install or
+    a plain checkout). Only one of them: next to an installed package, `../configs` is whatever
+    another distribution put in site-packages."""
+    here = Path(__file__).resolve().parent
+    for root in (here / "configs", here.parent / "configs"):
+        if root.is_dir():
+            return [root]
+    return []
+
+
+def list_configs(kind: str) -> list[str]:
+    """The names of the packaged `kind` configs (`list_configs("model")` -> ["egovlp-base", ...])."""
+    if kind not in CONFIG_KINDS:
+        raise ValueError(f"config kind {kind!r}: expected one of {', '.join(CONFIG_KINDS)}")
+    names: set[str] = set()
+    for root in config_dirs():
+        names.update(p.stem for p in (root / kind).glob("*.yaml"))
+    return sorted(names)
+
+
+def find_config(kind: str, name_or_path: str | os.PathLike) -> Path:
+    """A config file from a path (used as given) or a packaged name (`demo`, `egovlp-base`).
+
+    A string with a path separator or a YAML/JSON suffix is a path; otherwise a name, looked up in
+    `config_dirs()/<kind>/<name>.yaml`. An unknown name is an InputError listing the known ones.
+    """
+    text = os.fspath(name_or_path)
+    path = Path(text)
+    looks_like_path = os.sep in text or "/" in text or path.suffix in (".yaml", ".yml", ".json")
+    if looks_like_path or path.is_file():
+        if not path.exists():
+            raise InputError(f"{path}: {kind} config not found")
+        return path
+    for root in config_dirs():
+        candidate = root / kind / f"{text}.yaml"
+        if candidate.is_file():
+            return candidate
+    known = ", ".join(list_configs(kind)) or "none packaged"
+    raise InputError(f"{text}: no such {kind} config (named configs: {known}; or give a path)")
+
+
+def resolve_model_config(
+    config: str | os.PathLike | ModelConfig | None, default: ModelConfig | None = None
+) -> ModelConfig:
+    """The one "name, path, ModelConfig or None -> ModelConfig" rule: None is `default` (the base
+    architecture when not given), a ModelConfig is itself, a string is a packaged name or a path."""
+    if config is None:
+        return default if default is not None else base_config()
+    if isinstance(config, ModelConfig):
+        return config
+    return load_config(find_config("model", config))
+
+
+def list_models() -> list[str]:
+    """The packaged model configs `egovlp.create_model(name)` accepts."""
+    return list_configs("model")

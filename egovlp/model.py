@@ -16,6 +16,7 @@ from transformers import DistilBertConfig, DistilBertModel
 
 from egovlp.config import ModelConfig, TextTowerConfig
 from egovlp.errors import InputError
+from egovlp.precision import Precision, resolve_precision
 from egovlp.tokenizer import TextTokenizer
 from egovlp.video_tower import SpaceTimeTransformer
 
@@ -39,8 +40,8 @@ class EgoVLP(nn.Module):
         self.txt_proj = nn.Sequential(nn.ReLU(), nn.Linear(cfg.text.dim, cfg.projection_dim))
         self.vid_proj = nn.Sequential(nn.Linear(cfg.video.embed_dim, cfg.projection_dim))
         self._tokenizer = tokenizer
-        # CUDA only: the dtype the encode_* helpers autocast to (None = fp32). Never bf16 on CPU.
-        self.autocast_dtype: torch.dtype | None = None
+        # what the encode_* helpers run in; set_precision casts the weights once (docs/design.md D)
+        self.precision = "fp32"
 
     # --- pieces used by training and extraction ------------------------------------------------
 
@@ -77,12 +78,22 @@ class EgoVLP(nn.Module):
 
     # --- the public inference API (DESIGN.md A, contract) -------------------------------------
 
-    def _inference(self) -> contextlib.ExitStack:
-        stack = contextlib.ExitStack()
-        stack.enter_context(torch.inference_mode())
-        if self.autocast_dtype is not None and self.device.type == "cuda":
-            stack.enter_context(torch.autocast("cuda", dtype=self.autocast_dtype))
-        return stack
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.vid_proj[0].weight.dtype
+
+    def set_precision(self, precision: Precision | str) -> EgoVLP:
+        """Cast the weights once to `precision` (a `resolve_precision` result, or its name) for
+        inference: bf16 / fp16 weights and activations, fp32 outputs. For training keep fp32 master
+        weights and use `Precision.autocast()` instead."""
+        if isinstance(precision, str):
+            precision = resolve_precision(precision, self.device)
+        self.to(precision.dtype)
+        self.precision = precision.name
+        return self
+
+    def _inference(self) -> contextlib.AbstractContextManager:
+        return torch.inference_mode()
 
     def check_frames(self, frames: torch.Tensor) -> None:
         v = self.cfg.video
@@ -100,7 +111,7 @@ class EgoVLP(nn.Module):
         """Normalized frames `[B, F, 3, H, W]` -> `[B, 256]` float, NOT L2-normalized."""
         self.check_frames(frames)
         with self._inference():
-            out = self.embed_video(frames.to(self.device, torch.float32))
+            out = self.embed_video(frames.to(self.device, self.dtype))
         return out.float()
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
@@ -142,13 +153,8 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
 
 
 def create_model(config=None, device: str | torch.device = "cpu") -> EgoVLP:
-    """A randomly initialised model in eval mode from a YAML path, a ModelConfig, or None (base)."""
-    from egovlp.config import load_config
+    """A randomly initialised model in eval mode from a packaged name (`egovlp.list_models()`),
+    a YAML path, a ModelConfig, or None (the base architecture)."""
+    from egovlp.config import resolve_model_config
 
-    if config is None:
-        cfg = ModelConfig()
-    elif isinstance(config, ModelConfig):
-        cfg = config
-    else:
-        cfg = load_config(config)
-    return EgoVLP(cfg).to(device).eval()
+    return EgoVLP(resolve_model_config(config)).to(device).eval()

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from egovlp.errors import VideoReadError
-from egovlp.features import GRID_FPS, ROWS_PER_SECOND, VQ_FPS, WINDOW_FRAMES
+from egovlp.timebase import GRID_FPS, ROWS_PER_SECOND, VQ_FPS, WINDOW_FRAMES
 
 FRAMES_PER_ROW = 4
 COMPAT_ROWS_PER_SECOND = 1.87  # the published reader's rate (B.6, --compat)

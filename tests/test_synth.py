@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -54,11 +55,13 @@ def world(data) -> dict:
     return json.loads((data / "world.json").read_text())
 
 
-def _decode(path: Path) -> tuple[np.ndarray, av.video.stream.VideoStream]:
+def _decode(path: Path) -> tuple[np.ndarray, tuple[str, Fraction]]:
+    """All frames as RGB, and the (codec name, average rate) read while the file is open: PyAV 18
+    refuses stream attributes once its container is closed."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-        return frames, stream
+        return frames, (stream.codec_context.name, stream.average_rate)
 
 
 def _actions(world: dict, video_uid: str) -> list[dict]:
@@ -126,9 +129,9 @@ def test_video_bytes_are_deterministic(tmp_path):
 
 def test_videos_decode_as_h264_30fps(data, world):
     for video in world["videos"]:
-        frames, stream = _decode(data / "videos" / f"{video['video_uid']}.mp4")
-        assert stream.codec_context.name == "h264"
-        assert stream.average_rate == 30
+        frames, (codec, rate) = _decode(data / "videos" / f"{video['video_uid']}.mp4")
+        assert codec == "h264"
+        assert rate == 30
         assert frames.shape == (30 * 30, 64, 84, 3)
         assert video["num_frames"] == 900 and (world["width"], world["height"]) == (84, 64)
         # not a constant picture: the frames change over time
@@ -354,8 +357,8 @@ def test_fho_state_changes_at_the_pnr_frame_and_stays(tmp_path):
 
 def test_fho_videos_decode_and_show_the_change(data):
     (train,) = [c for c in read_fho(data / "fho_oscc-pnr_train.json") if c.state_change][:1]
-    frames, stream = _decode(data / "videos" / f"{train.video_uid}.mp4")
-    assert stream.codec_context.name == "h264" and stream.average_rate == 30
+    frames, (codec, rate) = _decode(data / "videos" / f"{train.video_uid}.mp4")
+    assert codec == "h264" and rate == 30
     assert len(frames) == round(fho.video_duration() * 30) and frames.shape[1:] == (64, 84, 3)
     # inside the window the object is in view: a frame well before the PNR differs from the
     # empty table between windows; after the PNR the picture differs from before it

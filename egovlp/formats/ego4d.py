@@ -34,6 +34,8 @@ __all__ = [
     "read_json",
     "read_nlq",
     "read_moments",
+    "parse_nlq",
+    "parse_moments",
     "read_vq2d",
     "parse_vq2d",
     "write_json_atomic",
@@ -202,9 +204,11 @@ def _clip_times(doc: _Doc, clip: dict, where: str) -> dict[str, float | None]:
     return {name: doc.get_num(clip, name, where, required=False) for name in names}
 
 
-def _video_uid(doc: _Doc, video: dict, clip: dict, where: str) -> str:
+def _video_uid(doc: _Doc, video: dict, clip: dict, where: str, required: bool = True) -> str:
     # the uid lives on the video; some releases repeat it on the clip
     uid = clip.get("video_uid", video.get("video_uid"))
+    if uid is None and not required:
+        return ""  # scoring needs only clip uids; reading frames needs the video
     if not isinstance(uid, str) or not uid:
         raise doc.fail(where, "missing 'video_uid' (on the clip or its video)")
     return uid
@@ -214,14 +218,16 @@ def _video_uid(doc: _Doc, video: dict, clip: dict, where: str) -> str:
 # readers
 
 
-def _read_annotated_clips(path: str | os.PathLike, record_type, item_key: str, add_item) -> list:
+def _parse_annotated_clips(
+    data: Any, source: str | os.PathLike, record_type, item_key: str, add_item, require_video_uid: bool
+) -> list:
     """videos[] -> clips[] -> annotations[] -> `item_key`[]: one record per clip, in file order;
     `add_item(doc, record, ann, awhere, index, item, where)` checks one item and adds it to the record."""
-    doc = _Doc(Path(path))
+    doc = _Doc(Path(source))
     out = []
-    for _vi, _ci, video, clip, where in _clips(doc, read_json(path)):
+    for _vi, _ci, video, clip, where in _clips(doc, data):
         record = record_type(
-            video_uid=_video_uid(doc, video, clip, where),
+            video_uid=_video_uid(doc, video, clip, where, require_video_uid),
             clip_uid=doc.get_str(clip, "clip_uid", where),
             **_clip_times(doc, clip, where),
         )
@@ -241,7 +247,7 @@ def _add_query(doc: _Doc, record: NLQClip, ann: dict, awhere: str, qi: int, q: d
     start = doc.get_num(q, "clip_start_sec", where, required=False)
     end = doc.get_num(q, "clip_end_sec", where, required=False)
     if start is not None and end is not None and end < start:
-        raise doc.fail(where, f"clip_end_sec {end} is before clip_start_sec {start}")
+        raise doc.fail(where, f"clip_end_sec {end:g} is before clip_start_sec {start:g}")
     template = q.get("template") if isinstance(q.get("template"), str) else None
     ann_uid = doc.get_str(ann, "annotation_uid", awhere)
     record.queries.append(NLQQuery(ann_uid, qi, text, template, start, end))
@@ -251,7 +257,7 @@ def _add_label(doc: _Doc, record: MQClip, ann: dict, awhere: str, li: int, lab: 
     start = doc.get_num(lab, "start_time", where)
     end = doc.get_num(lab, "end_time", where)
     if end < start:
-        raise doc.fail(where, f"end_time {end} is before start_time {start}")
+        raise doc.fail(where, f"end_time {end:g} is before start_time {start:g}")
     primary = lab.get("primary", True)
     if not isinstance(primary, bool):
         raise doc.fail(f"{where}.primary", f"expected true/false, got {primary!r}")
@@ -262,12 +268,24 @@ def _add_label(doc: _Doc, record: MQClip, ann: dict, awhere: str, li: int, lab: 
 
 def read_nlq(path: str | os.PathLike) -> list[NLQClip]:
     """NLQ annotation file -> clips with their language queries, in file order."""
-    return _read_annotated_clips(path, NLQClip, "language_queries", _add_query)
+    return parse_nlq(read_json(path), path)
+
+
+def parse_nlq(data: Any, source: str | os.PathLike, require_video_uid: bool = True) -> list[NLQClip]:
+    """The parsed JSON of an NLQ file -> clips; the one reader extract, the heads and `egovlp eval
+    nlq` share (scoring passes require_video_uid=False: it needs clip uids only). Errors name
+    `source` and the JSON path."""
+    return _parse_annotated_clips(data, source, NLQClip, "language_queries", _add_query, require_video_uid)
 
 
 def read_moments(path: str | os.PathLike) -> list[MQClip]:
     """Moment-query annotation file -> clips with every annotator's labels (primary flag kept)."""
-    return _read_annotated_clips(path, MQClip, "labels", _add_label)
+    return parse_moments(read_json(path), path)
+
+
+def parse_moments(data: Any, source: str | os.PathLike, require_video_uid: bool = True) -> list[MQClip]:
+    """The parsed JSON of a moments file -> clips (shared like `parse_nlq`)."""
+    return _parse_annotated_clips(data, source, MQClip, "labels", _add_label, require_video_uid)
 
 
 def _box(doc: _Doc, raw: Any, where: str) -> VQBox:

@@ -3,14 +3,14 @@
 Soft-NMS (Bodla et al.) keeps every detection but decays the score of one that overlaps a higher-scoring
 detection of the same class: score *= exp(-IoU^2 / sigma). Overlapping moments of different classes are
 common in Ego4D MQ, so suppression never crosses classes. (torchvision has hard NMS only: Soft-NMS
-keeps its own loop, on the shared `heads.iou.segment_iou`.)
+keeps its own loop, on the shared `egovlp.metrics.iou.segment_iou`.)
 """
 
 from __future__ import annotations
 
 import torch
 
-from heads.iou import segment_iou
+from egovlp.metrics.iou import segment_iou
 
 
 def soft_nms(

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from egovlp.features import ROWS_PER_SECOND
+from egovlp.timebase import ROWS_PER_SECOND
 
 RPS = ROWS_PER_SECOND
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_head_data import make_mq_world, one_thread
 
-from heads.metrics import mq_metrics
+from egovlp.metrics import mq_metrics
 from heads.mq.losses import assign_targets, diou_loss_1d, point_grid
 from heads.mq.model import MomentDetector, MQConfig
 from heads.mq.nms import soft_nms

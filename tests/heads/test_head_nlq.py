@@ -11,7 +11,7 @@ from test_head_data import make_nlq_world, one_thread
 
 from egovlp.errors import InputError
 from heads.cli import main as heads_main
-from heads.metrics import nlq_metrics
+from egovlp.metrics import nlq_metrics
 from heads.nlq.dataset import window_targets
 from heads.nlq.model import NLQConfig, SpanLocalizer, top_spans
 from heads.nlq.predict import predict_nlq

@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_head_data import make_vq_world, one_thread
 
-from heads.metrics import vq2d_metrics
+from egovlp.metrics import vq2d_metrics
 from heads.vq2d.anchors import anchor_labels, decode, encode, make_anchors
 from heads.vq2d.dataset import load_clip_grid
 from heads.vq2d.model import VisualQueryLocalizer, VQ2DConfig

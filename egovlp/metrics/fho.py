@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from egovlp.formats.fho import FHOClip, parse_fho
-from heads.metrics.io import Loc, as_dict, as_list, as_number, as_str, get
+from egovlp.metrics.io import Loc, as_dict, as_list, as_number, as_str, get
 
 
 def _by_id(

@@ -7,9 +7,9 @@ import copy
 import pytest
 
 from egovlp.errors import InputError
-from heads.iou import segment_iou
-from heads.metrics import vq2d_metrics
-from heads.metrics.vq2d import extent, spatio_temporal_iou
+from egovlp.metrics.iou import segment_iou
+from egovlp.metrics import vq2d_metrics
+from egovlp.metrics.vq2d import extent, spatio_temporal_iou
 
 
 def _rt(frames: list[int], x: float = 0.0) -> list[dict]:

@@ -5,7 +5,7 @@ the query's ground-truth window; a hit at (k, t) needs one of the first k IoUs *
 than t; recall is averaged over the prediction entries (not over every ground-truth query), and mIoU is
 the mean IoU of the rank-1 window. Results are in percent, as the official script prints them.
 
-The IoU is `heads.iou.segment_iou` on seconds. The official script divides by the hull (min start ..
+The IoU is `egovlp.metrics.iou.segment_iou` on seconds. The official script divides by the hull (min start ..
 max end); that equals the true union whenever the windows overlap, and the intersection is 0
 otherwise, so both give the same IoU. Two equal points (an empty union) give 0.
 """
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from heads.iou import segment_iou
-from heads.metrics.io import NlqPrediction, Window, parse_nlq_ground_truth, parse_nlq_predictions
+from egovlp.metrics.iou import segment_iou
+from egovlp.metrics.io import NlqPrediction, Window, parse_nlq_ground_truth, parse_nlq_predictions
 
 logger = logging.getLogger(__name__)
 

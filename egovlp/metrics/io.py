@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from egovlp.errors import InputError
-from egovlp.formats.ego4d import VQQuerySet
+from egovlp.formats.ego4d import VQQuerySet, parse_moments, parse_nlq
 from egovlp.formats.ego4d import parse_vq2d as parse_vq2d_annotations
 
 Window = tuple[float, float]
@@ -163,29 +163,24 @@ class NlqPrediction:
 
 
 def parse_nlq_ground_truth(gt: Any, source: str) -> NlqGroundTruth:
-    root = Loc(source)
+    """Every language query by key, read by the shared Ego4D reader (`egovlp.formats.ego4d`). A query
+    with text must carry its window; one without text and without a window is counted, unscored."""
     windows: dict[NlqKey, Window | None] = {}
-    seen: set[tuple[str, str]] = set()
-    for video, vloc in items(as_dict(gt, root), "videos", root):
-        for clip, cloc in items(as_dict(video, vloc), "clips", vloc):
-            clip_uid = as_str(*get(as_dict(clip, cloc), "clip_uid", cloc))
-            for ann, aloc in items(clip, "annotations", cloc):
-                ann_uid = as_str(*get(as_dict(ann, aloc), "annotation_uid", aloc))
-                if (clip_uid, ann_uid) in seen:
-                    raise aloc.error(f"duplicate annotation {ann_uid!r} in clip {clip_uid!r}")
-                seen.add((clip_uid, ann_uid))
-                for idx, (query, qloc) in enumerate(items(ann, "language_queries", aloc)):
-                    query = as_dict(query, qloc)
-                    has_window = "clip_start_sec" in query and "clip_end_sec" in query
-                    if "query" not in query and not has_window:
-                        # skipped query without text (C.1): counted in `total`, cannot be scored
-                        windows[(clip_uid, ann_uid, idx)] = None
-                        continue
-                    start = as_number(*get(query, "clip_start_sec", qloc))
-                    end = as_number(*get(query, "clip_end_sec", qloc))
-                    if end < start:
-                        raise qloc.error(f"clip_end_sec {end:g} is before clip_start_sec {start:g}")
-                    windows[(clip_uid, ann_uid, idx)] = (start, end)
+    for clip in parse_nlq(gt, source, require_video_uid=False):
+        for q in clip.queries:
+            key = (clip.clip_uid, q.annotation_uid, q.query_idx)
+            if key in windows:
+                raise InputError(f"{source}: duplicate annotation {q.annotation_uid!r} in clip {clip.clip_uid!r}")
+            if q.start is None or q.end is None:
+                if q.has_query or (q.start is None) != (q.end is None):
+                    missing = "clip_start_sec" if q.start is None else "clip_end_sec"
+                    raise InputError(
+                        f"{source}: clip {clip.clip_uid!r} annotation {q.annotation_uid!r} "
+                        f"language_queries[{q.query_idx}]: missing {missing!r}"
+                    )
+                windows[key] = None  # skipped query without text (docs/design.md C.1)
+                continue
+            windows[key] = (q.start, q.end)
     return NlqGroundTruth(windows=windows, total=len(windows))
 
 
@@ -218,29 +213,15 @@ class MqInstance:
 
 
 def parse_mq_ground_truth(gt: Any, source: str) -> list[MqInstance]:
-    """Every `primary` label of every annotator (a label without the field counts as primary)."""
-    root = Loc(source)
+    """Every `primary` label of every annotator (a label without the field counts as primary), read
+    by the shared Ego4D reader (`egovlp.formats.ego4d`)."""
     out: list[MqInstance] = []
     seen: set[str] = set()
-    for video, vloc in items(as_dict(gt, root), "videos", root):
-        for clip, cloc in items(as_dict(video, vloc), "clips", vloc):
-            clip_uid = as_str(*get(as_dict(clip, cloc), "clip_uid", cloc))
-            if clip_uid in seen:
-                raise cloc.error(f"clip {clip_uid!r} appears twice")
-            seen.add(clip_uid)
-            for ann, aloc in items(clip, "annotations", cloc):
-                for lab, lloc in items(as_dict(ann, aloc), "labels", aloc):
-                    lab = as_dict(lab, lloc)
-                    primary = lab.get("primary", True)
-                    if not isinstance(primary, bool):
-                        raise lloc.key("primary").error(f"expected true/false, got {_kind(primary)}")
-                    if not primary:
-                        continue
-                    start = as_number(*get(lab, "start_time", lloc))
-                    end = as_number(*get(lab, "end_time", lloc))
-                    if end < start:
-                        raise lloc.error(f"end_time {end:g} is before start_time {start:g}")
-                    out.append(MqInstance(clip_uid, as_str(*get(lab, "label", lloc)), start, end))
+    for clip in parse_moments(gt, source, require_video_uid=False):
+        if clip.clip_uid in seen:
+            raise InputError(f"{source}: clip {clip.clip_uid!r} appears twice")
+        seen.add(clip.clip_uid)
+        out.extend(MqInstance(clip.clip_uid, lab.label, lab.start, lab.end) for lab in clip.labels if lab.primary)
     return out
 
 

@@ -1,4 +1,5 @@
-"""Spatio-temporal grounding metrics of EgoMask (DESIGN.md C.6), per query and over a file of queries.
+"""Spatio-temporal grounding metrics of EgoMask (docs/design.md C.6): per query, over a file of queries,
+and over a ground-truth / prediction folder pair in EgoMask's own layout (`egomask_metrics`).
 
 A query has ground-truth regions per frame and predicted regions per frame. A region is a mask (2-D
 bool array, nested 0/1 lists, or COCO RLE `{"size": [h, w], "counts": ...}`), a box `[x1, y1, x2, y2]`,
@@ -15,13 +16,23 @@ A mean over no frames at all is 1 (nothing was missed), the same convention as e
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from heads.iou import box_iou
-from heads.metrics.io import Loc, as_dict, as_int, as_list, as_number, get
+from egovlp.metrics.egomask import (
+    SUBSETS,
+    Expression,
+    decode_rle,
+    prediction_path,
+    read_annotation,
+    read_ground_truth,
+)
+from egovlp.metrics.io import Loc, as_dict, as_number, get, load_json
+from egovlp.metrics.iou import box_iou
 
 KEYS = ("T_recall", "IoU_all", "IoU_gold", "IoU_gold_pred")
 
@@ -134,43 +145,133 @@ def _nonempty_mask(mask: np.ndarray) -> np.ndarray | None:
     return mask if mask.any() else None
 
 
-def decode_rle(rle: dict, loc: Loc) -> np.ndarray:
-    """COCO run-length encoding (column-major runs, starting with 0s; counts as a list or a COCO string)."""
-    size, sloc = get(rle, "size", loc)
-    size = as_list(size, sloc)
-    if len(size) != 2:
-        raise sloc.error("expected [height, width]")
-    h, w = as_int(size[0], sloc.index(0)), as_int(size[1], sloc.index(1))
-    counts, cloc = get(rle, "counts", loc)
-    if isinstance(counts, str):
-        runs = _coco_string_counts(counts, cloc)
-    else:
-        runs = [as_int(c, cloc.index(i)) for i, c in enumerate(as_list(counts, cloc))]
-    if any(r < 0 for r in runs) or sum(runs) != h * w:
-        raise cloc.error(f"runs must be non-negative and sum to height x width = {h * w}")
-    flat = np.repeat(np.arange(len(runs)) % 2 == 1, runs)  # odd runs are foreground
-    return flat.reshape((w, h)).T  # column-major: [H, W]
+# ---- EgoMask's own layout ---------------------------------------------------------------------------
+
+# IoU_all is EgoMask's J; F is the boundary F-measure of DAVIS (boundary pixels matched within 0.8% of
+# the image diagonal), J&F their mean; presence_* score the frames where the object is predicted at all.
+EGOMASK_KEYS = (*KEYS, "F", "J&F", "presence_P", "presence_R", "presence_F1")
+BOUNDARY_FRACTION = 0.008
 
 
-def _coco_string_counts(text: str, loc: Loc) -> list[int]:
-    """Decode COCO's compact counts string: 5-bit groups, 0x20 = more groups, sign-extended, delta from run-2."""
-    runs: list[int] = []
-    pos = 0
-    while pos < len(text):
-        value, shift, more = 0, 0, True
-        while more:
-            if pos >= len(text):
-                raise loc.error("truncated compressed RLE string")
-            c = ord(text[pos]) - 48
-            if not 0 <= c < 64:
-                raise loc.error(f"invalid character {text[pos]!r} in compressed RLE string")
-            value |= (c & 0x1F) << shift
-            more = bool(c & 0x20)
-            pos += 1
-            shift += 5
-            if not more and c & 0x10:
-                value -= 1 << shift  # sign bit of the last group
-        if len(runs) > 2:
-            value += runs[-2]
-        runs.append(value)
-    return runs
+def egomask_metrics(gt_dir: str | Path, pred_dir: str | Path) -> dict[str, Any]:
+    """EgoMask's metrics (percent) of a prediction folder against a ground-truth folder, both in
+    EgoMask's layout (egovlp.metrics.egomask): the mean over expressions, overall and per subset.
+
+    Every frame the ground truth lists for a video is scored. A missing prediction file predicts nothing
+    (its expression scores 0 wherever the object is present) and is counted in `missing_predictions`.
+    """
+    expressions = read_ground_truth(gt_dir)
+    if not Path(pred_dir).is_dir():
+        raise Loc(str(pred_dir)).error("not a folder (expected EgoMask predictions)")
+    gt_cache: dict[tuple[str, str], dict[str, np.ndarray | None]] = {}
+    per_exp: list[tuple[str, dict[str, float]]] = []
+    missing = 0
+    for e in expressions:
+        key = (e.video, e.obj_id)
+        if key not in gt_cache:
+            gt_cache[key] = _gt_masks(gt_dir, e)
+        gt = gt_cache[key]
+        path = prediction_path(pred_dir, e)
+        if path is None:
+            missing += 1
+            pred: dict[str, np.ndarray | None] = {}
+        else:
+            pred = _pred_masks(path, e)
+        per_exp.append((e.subset, _expression_metrics(e.frames, gt, pred, Loc(str(path or pred_dir)))))
+    out: dict[str, Any] = _mean_metrics([m for _, m in per_exp])
+    out["missing_predictions"] = missing
+    out["subsets"] = {
+        s: _mean_metrics([m for sub, m in per_exp if sub == s])
+        for s in SUBSETS
+        if any(sub == s for sub, _ in per_exp)
+    }
+    return out
+
+
+def _mean_metrics(rows: list[dict[str, float]]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: float(np.mean([r[k] for r in rows])) for k in EGOMASK_KEYS}
+    out["n_expressions"] = len(rows)
+    return out
+
+
+def _gt_masks(root: str | Path, e: Expression) -> dict[str, np.ndarray | None]:
+    raw = read_annotation(root, e.video, e.obj_id)
+    loc = Loc(str(Path(root) / "annotations" / e.video / f"{e.obj_id}.json"))
+    out = {f: _nonempty_mask(decode_rle(v, loc.key(f))) if v is not None else None for f, v in raw.items()}
+    shapes = {m.shape for m in out.values() if m is not None}
+    if len(shapes) > 1:
+        raise loc.error(f"masks of several sizes {sorted(shapes)}")
+    return out
+
+
+def _pred_masks(path: Path, e: Expression) -> dict[str, np.ndarray | None]:
+    loc = Loc(str(path))
+    raw = as_dict(load_json(path), loc)
+    frames = set(e.frames)
+    out = {}
+    for f, v in raw.items():
+        if f not in frames:
+            raise loc.key(f).error(f"not a frame of video {e.video!r}")
+        out[f] = None if v is None else _nonempty_mask(decode_rle(v, loc.key(f)))
+    return out
+
+
+def _expression_metrics(
+    frames: tuple[str, ...], gt: dict[str, np.ndarray | None], pred: dict[str, np.ndarray | None], ploc: Loc
+) -> dict[str, float]:
+    ious, fs = {}, {}
+    for f in frames:
+        g, p = gt.get(f), pred.get(f)
+        if g is not None and p is not None and g.shape != p.shape:
+            raise ploc.key(f).error(
+                f"mask size {list(p.shape)} differs from the ground truth's {list(g.shape)}"
+            )
+        ious[f] = _region_iou(g, p, ploc.key(f))
+        fs[f] = _boundary_f(g, p)
+    gold = {f for f in frames if gt.get(f) is not None}
+    predicted = {f for f in frames if pred.get(f) is not None}
+    hit = len(gold & predicted)
+    recall = hit / len(gold) if gold else 1.0
+    precision = hit / len(predicted) if predicted else (0.0 if gold else 1.0)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    j, boundary = _mean(ious.values()), _mean(fs.values())
+    return {
+        "T_recall": 100.0 * recall,
+        "IoU_all": 100.0 * j,
+        "IoU_gold": 100.0 * _mean(ious[f] for f in gold),
+        "IoU_gold_pred": 100.0 * _mean(ious[f] for f in gold | predicted),
+        "F": 100.0 * boundary,
+        "J&F": 100.0 * (j + boundary) / 2,
+        "presence_P": 100.0 * precision,
+        "presence_R": 100.0 * recall,
+        "presence_F1": 100.0 * f1,
+    }
+
+
+def _boundary(mask: np.ndarray) -> np.ndarray:
+    """Mask pixels with a 4-neighbour outside the mask (the frame's edge counts as outside)."""
+    padded = np.pad(mask, 1)
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~inner
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary dilation by a disk of `radius` pixels."""
+    h, w = mask.shape
+    padded = np.pad(mask, radius)
+    out = np.zeros_like(mask)
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dy * dy + dx * dx <= radius * radius:
+                out |= padded[radius + dy : radius + dy + h, radius + dx : radius + dx + w]
+    return out
+
+
+def _boundary_f(gt: np.ndarray | None, pred: np.ndarray | None) -> float:
+    if gt is None or pred is None:
+        return 1.0 if gt is None and pred is None else 0.0
+    radius = max(1, math.ceil(BOUNDARY_FRACTION * math.hypot(*gt.shape)))
+    gb, pb = _boundary(gt), _boundary(pred)
+    precision = float((pb & _dilate(gb, radius)).sum() / pb.sum())
+    recall = float((gb & _dilate(pb, radius)).sum() / gb.sum())
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from egovlp.errors import InputError
-from heads.iou import segment_iou
-from heads.metrics import nlq_metrics
+from egovlp.metrics.iou import segment_iou
+from egovlp.metrics import nlq_metrics
 
 
 def _gt() -> dict:
@@ -144,7 +144,7 @@ def test_malformed_predictions_name_file_and_path(pred, message):
 def test_malformed_ground_truth_names_file_and_path():
     gt = _gt()
     del gt["videos"][0]["clips"][0]["clip_uid"]
-    with pytest.raises(InputError, match=r"^g\.json: videos\[0\]\.clips\[0\]: missing key 'clip_uid'"):
+    with pytest.raises(InputError, match=r"^g\.json: videos\[0\]\.clips\[0\]: missing 'clip_uid'"):
         nlq_metrics(gt, _pred(), gt_name="g.json")
     gt = _gt()
     gt["videos"][0]["clips"][0]["annotations"][0]["language_queries"][0]["clip_end_sec"] = 1.0

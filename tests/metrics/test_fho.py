@@ -11,7 +11,7 @@ import pytest
 from egovlp.cli import run
 from egovlp.errors import InputError
 from egovlp.formats.fho import parse_fho, pnr_index_to_frame, pnr_label, read_fho
-from heads.metrics.fho import oscc_metrics, pnr_metrics
+from egovlp.metrics.fho import oscc_metrics, pnr_metrics
 
 
 def clip(

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from egovlp.errors import InputError
-from heads.metrics import grounding_file_metrics, grounding_metrics
-from heads.metrics.grounding import decode_rle
-from heads.metrics.io import Loc
+from egovlp.metrics import grounding_file_metrics, grounding_metrics
+from egovlp.metrics.grounding import decode_rle
+from egovlp.metrics.io import Loc
 
 
 def _mask(*pixels: tuple[int, int], shape: tuple[int, int] = (2, 2)) -> np.ndarray:

@@ -5,7 +5,7 @@ predicted tracks of all items are ranked together by score (ties keep ground-tru
 detections of their own item's track with ActivityNet AP and VOC-2011 interpolation:
 - tAP on temporal extents (first frame, last frame) with the inclusive frame convention
   tIoU = (min(e1, e2) - max(s1, s2) + 1) / ((e1 - s1 + 1) + (e2 - s2 + 1) - intersection)
-  (`heads.iou.segment_iou(..., inclusive=True)`: a frame index covers a whole frame, so a
+  (`egovlp.metrics.iou.segment_iou(..., inclusive=True)`: a frame index covers a whole frame, so a
   single-frame track [f, f] has length 1, unlike the continuous seconds of NLQ and MQ);
 - stAP with the spatio-temporal IoU: the summed box intersections over the frames both tracks share,
   over (volume1 + volume2 - intersection), a track's volume being the sum of its box areas.
@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from heads.iou import Box, box_area, box_intersection, box_iou, segment_iou
-from heads.metrics.io import parse_vq2d
-from heads.metrics.mq import ap_from_ranked_hits, rank_by_score
+from egovlp.metrics.iou import Box, box_area, box_intersection, box_iou, segment_iou
+from egovlp.metrics.io import parse_vq2d
+from egovlp.metrics.mq import ap_from_ranked_hits, rank_by_score
 
 THRESHOLDS = (0.25, 0.5, 0.75, 0.95)
 SUCCESS_ST_IOU = 0.05

@@ -11,7 +11,7 @@ import pytest
 
 from egovlp.cli import run
 from egovlp.errors import InputError
-from heads.metrics.cli import _module_main, main
+from egovlp.metrics.cli import _module_main, main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -167,7 +167,7 @@ def test_wrong_content_names_file_and_path(tmp_path):
 def test_python_dash_m_works(tmp_path):
     # one subprocess only: importing egovlp pulls in torch, which costs seconds on a loaded machine
     gt, pred = _files(tmp_path)["nlq"]
-    cmd = [sys.executable, "-m", "heads.metrics.cli", "nlq", "--gt", str(gt), "--pred", str(pred)]
+    cmd = [sys.executable, "-m", "egovlp.metrics.cli", "nlq", "--gt", str(gt), "--pred", str(pred)]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert set(json.loads(done.stdout)) == NLQ_KEYS
@@ -175,7 +175,7 @@ def test_python_dash_m_works(tmp_path):
 
 def test_module_entry_point_fails_cleanly(tmp_path, capsys, monkeypatch):
     gt, _ = _files(tmp_path)["nlq"]
-    argv = ["heads.metrics.cli", "nlq", "--gt", str(gt), "--pred", str(tmp_path / "nope.json")]
+    argv = ["egovlp.metrics.cli", "nlq", "--gt", str(gt), "--pred", str(tmp_path / "nope.json")]
     monkeypatch.setattr(sys, "argv", argv)
     assert _module_main() == 2
     captured = capsys.readouterr()

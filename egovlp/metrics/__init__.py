@@ -5,13 +5,14 @@ Each function takes parsed JSON (or, for grounding, per-frame masks) and returns
 `egovlp eval TASK` prints (DESIGN.md C.5). Malformed input raises `egovlp.errors.InputError`.
 """
 
-from heads.metrics.fho import oscc_metrics, pnr_metrics
-from heads.metrics.grounding import grounding_file_metrics, grounding_metrics
-from heads.metrics.mq import mq_metrics
-from heads.metrics.nlq import nlq_metrics
-from heads.metrics.vq2d import vq2d_metrics
+from egovlp.metrics.fho import oscc_metrics, pnr_metrics
+from egovlp.metrics.grounding import egomask_metrics, grounding_file_metrics, grounding_metrics
+from egovlp.metrics.mq import mq_metrics
+from egovlp.metrics.nlq import nlq_metrics
+from egovlp.metrics.vq2d import vq2d_metrics
 
 __all__ = [
+    "egomask_metrics",
     "grounding_file_metrics",
     "grounding_metrics",
     "mq_metrics",

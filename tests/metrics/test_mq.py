@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from egovlp.errors import InputError
-from heads.metrics import mq_metrics
-from heads.metrics.mq import voc_interpolated_ap
+from egovlp.metrics import mq_metrics
+from egovlp.metrics.mq import voc_interpolated_ap
 
 
 def _label(label: str, start: float, end: float, primary: bool = True) -> dict:
@@ -173,6 +173,6 @@ def test_malformed_ground_truth_names_path():
     gt["videos"][0]["clips"][1]["annotations"][1]["labels"][0]["end_time"] = "soon"
     with pytest.raises(
         InputError,
-        match=r"videos\[0\]\.clips\[1\]\.annotations\[1\]\.labels\[0\]\.end_time: expected a finite",
+        match=r"videos\[0\]\.clips\[1\]\.annotations\[1\]\.labels\[0\]\.end_time: expected a number",
     ):
         mq_metrics(gt, _pred())

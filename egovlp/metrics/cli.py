@@ -2,7 +2,7 @@
 
 stdout carries exactly one JSON object (DESIGN.md C.5 keys and units) so scripts can parse it; logs go
 to stderr. A malformed file is an InputError naming the file and JSON path (exit code 2 through the
-`egovlp` dispatcher, or through `python -m heads.metrics.cli`).
+`egovlp` dispatcher, or through `python -m egovlp.metrics.cli`).
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from typing import Any
 
 from egovlp.errors import InputError
 from egovlp.io import write_bytes_atomic
+from egovlp.metrics.fho import oscc_metrics, pnr_metrics
+from egovlp.metrics.grounding import egomask_metrics, grounding_file_metrics
+from egovlp.metrics.io import load_json
+from egovlp.metrics.mq import mq_metrics
+from egovlp.metrics.nlq import nlq_metrics
+from egovlp.metrics.vq2d import vq2d_metrics
 from egovlp.validate import input_file, output_file, write_error
-from heads.metrics.fho import oscc_metrics, pnr_metrics
-from heads.metrics.grounding import grounding_file_metrics
-from heads.metrics.io import load_json
-from heads.metrics.mq import mq_metrics
-from heads.metrics.nlq import nlq_metrics
-from heads.metrics.vq2d import vq2d_metrics
 
 TASKS: dict[str, tuple[Callable[..., dict[str, Any]], str]] = {
     "nlq": (nlq_metrics, "Ego4D NLQ: R@{1,3,5} at tIoU {0.3,0.5} and mIoU (percent)"),
@@ -36,7 +36,8 @@ TASKS: dict[str, tuple[Callable[..., dict[str, Any]], str]] = {
     ),
     "grounding": (
         grounding_file_metrics,
-        "EgoMask grounding: T_recall, IoU_all, IoU_gold, IoU_gold_pred (percent)",
+        "EgoMask grounding: T_recall, IoU_all (J), IoU_gold, IoU_gold_pred, F, J&F and presence P/R/F1 "
+        "(percent), overall and per subset; --gt/--pred are EgoMask folders (or JSON files of queries)",
     ),
 }
 
@@ -48,8 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="task", required=True, metavar="TASK")
     for name, (_, summary) in TASKS.items():
         task = sub.add_parser(name, help=summary, description=summary)
-        task.add_argument("--gt", required=True, type=Path, help="ground-truth annotation JSON")
-        task.add_argument("--pred", required=True, type=Path, help="predictions JSON in the challenge format")
+        folder = " (or an EgoMask folder)" if name == "grounding" else ""
+        task.add_argument("--gt", required=True, type=Path, help=f"ground-truth annotation JSON{folder}")
+        task.add_argument(
+            "--pred", required=True, type=Path, help=f"predictions JSON in the challenge format{folder}"
+        )
         task.add_argument("--out", type=Path, help="also write the JSON object to this file")
     return parser
 
@@ -59,9 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     metric, _ = TASKS[args.task]
     out = output_file(args.out, "--out") if args.out is not None else None
-    gt = load_json(input_file(args.gt, "--gt"))
-    pred = load_json(input_file(args.pred, "--pred"))
-    result = metric(gt, pred, gt_name=str(args.gt), pred_name=str(args.pred))
+    if args.task == "grounding" and args.gt.is_dir():
+        # EgoMask's own layout (docs/design.md D): folders on both sides
+        if not args.pred.is_dir():
+            raise InputError(
+                f"--pred {args.pred}: the ground truth is an EgoMask folder, so give a prediction folder"
+            )
+        result = egomask_metrics(args.gt, args.pred)
+    else:
+        gt = load_json(input_file(args.gt, "--gt"))
+        pred = load_json(input_file(args.pred, "--pred"))
+        result = metric(gt, pred, gt_name=str(args.gt), pred_name=str(args.pred))
     text = json.dumps(result, allow_nan=False)
     if out is not None:
         try:
