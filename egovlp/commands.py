@@ -22,21 +22,32 @@ from egovlp.validate import (
 def convert_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="egovlp convert",
-        description="Convert a released EgoVLP checkpoint to safetensors + config.json.",
+        description="Convert a released EgoVLP, LaViLa or EgoVLPv2 checkpoint to safetensors + config.json "
+        "(the family is read from the file's keys; docs/checkpoints.md).",
     )
-    parser.add_argument("checkpoint", help="official EgoVLP checkpoint (.pth)")
+    parser.add_argument("checkpoint", help="released checkpoint (.pth) of EgoVLP, LaViLa or EgoVLPv2")
     parser.add_argument("out_dir", help="output directory")
-    parser.add_argument("--config", default=None, help="model YAML (default: the base EgoVLP architecture)")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="model config name or YAML (default: EgoVLP's base architecture; LaViLa and EgoVLPv2: read from the file)",
+    )
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        help="EgoVLPv2: a Hugging Face RoBERTa tokenizer folder (tokenizer.json), copied to OUT/tokenizer/",
+    )
     args = parser.parse_args(argv)
     input_file(args.checkpoint, "checkpoint")
-    if args.config is not None:
-        input_file(args.config, "--config")
     output_dir(args.out_dir, "out_dir")
 
     from egovlp.checkpoint import convert_checkpoint
+    from egovlp.tokenizer import find_tokenizer_json
 
-    cfg = convert_checkpoint(args.checkpoint, args.out_dir, config=args.config)
-    print(json.dumps({"out_dir": args.out_dir, "config_hash": cfg.config_hash()}))
+    if args.tokenizer is not None:
+        find_tokenizer_json(args.tokenizer)  # a bad folder fails before the (slow) conversion
+    cfg = convert_checkpoint(args.checkpoint, args.out_dir, config=args.config, tokenizer=args.tokenizer)
+    print(json.dumps({"out_dir": args.out_dir, "family": cfg.family, "config_hash": cfg.config_hash()}))
     return 0
 
 
@@ -64,8 +75,10 @@ def embed_main(argv: list[str] | None = None) -> int:
         raise InputError("--text: empty text")
 
     import egovlp
+    from egovlp.precision import resolve_precision
 
-    model = egovlp.load_model(args.model, config=args.config, device=device)
+    precision = resolve_precision(args.precision, device)
+    model = egovlp.load_model(args.model, config=args.config, device=device).set_precision(precision)
     if args.text:
         emb = model.encode_text(args.text)
         items = [{"text": t} for t in args.text]
@@ -87,6 +100,8 @@ def embed_main(argv: list[str] | None = None) -> int:
         emb = torch.nn.functional.normalize(emb, dim=-1, eps=1e-8)
     for item, vec in zip(items, emb.tolist(), strict=True):
         item["embedding"] = vec
-    json.dump({"model": args.model, "dim": emb.shape[-1], "data": items}, sys.stdout)
+    json.dump(
+        {"model": args.model, "dim": emb.shape[-1], "precision": precision.name, "data": items}, sys.stdout
+    )
     sys.stdout.write("\n")
     return 0

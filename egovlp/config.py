@@ -16,7 +16,7 @@ import os
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import ConfigDict, PositiveFloat, PositiveInt, TypeAdapter, ValidationError
@@ -149,6 +149,20 @@ class VideoTowerConfig:
     num_heads: PositiveInt = 12
     mlp_ratio: PositiveFloat = 4.0
     num_frames: PositiveInt = 16  # size of temporal_embed; inputs may have F <= num_frames frames
+    # --- family options (docs/checkpoints.md); the defaults are EgoVLP's and stay out of config_hash
+    ln_pre: bool = False  # LaViLa: a LayerNorm over all tokens after the position embeddings
+    patch_bias: bool = True  # LaViLa's patch convolution has no bias
+    act: Literal["gelu", "quick_gelu"] = "gelu"  # LaViLa's MLPs use CLIP's QuickGELU
+    norm_eps: PositiveFloat = 1e-6  # EgoVLPv2 builds its LayerNorms with torch's 1e-5
+    # how temporal_embed meets a clip of another length (at load and for F > num_frames at run
+    # time): "zeros" pads (EgoVLP), "interpolate" is bilinear (LaViLa), "interpolate_aligned" is
+    # bilinear with align_corners (EgoVLPv2); a longer embedding is always cut
+    temporal_fit: Literal["zeros", "interpolate", "interpolate_aligned"] = "zeros"
+    # the per-channel mean / std (of [0, 1] RGB) the tower was trained with. Callers always pass
+    # ImageNet-normalized frames (B.3); a tower with other constants (LaViLa's) converts them
+    # itself. None: ImageNet's (EgoVLP, EgoVLPv2).
+    pixel_mean: tuple[float, float, float] | None = None
+    pixel_std: tuple[float, float, float] | None = None
 
     @property
     def patches_per_frame(self) -> int:
@@ -162,7 +176,30 @@ class TextTowerConfig:
     n_heads: PositiveInt = 12
     hidden_dim: PositiveInt = 3072
     vocab_size: PositiveInt = 30522
-    max_position_embeddings: PositiveInt = 512
+    max_position_embeddings: PositiveInt = 512  # CLIP: the context length (77)
+    # DistilBERT (EgoVLP), CLIP's causal transformer (LaViLa) or RoBERTa (EgoVLPv2)
+    kind: Literal["distilbert", "clip", "roberta"] = "distilbert"
+
+
+FAMILIES = ("egovlp", "lavila", "egovlpv2")
+# "egovlp": ReLU -> Linear for text, Linear for video; "matrix": `x @ P` (LaViLa);
+# "mlp3": Linear (no bias) -> ReLU -> Linear -> ReLU -> Linear (EgoVLPv2)
+PROJECTIONS = ("egovlp", "matrix", "mlp3")
+
+# Options added with the LaViLa / EgoVLPv2 families. At their default (EgoVLP) value they are left
+# out of config_hash, so the hash of every EgoVLP config, and the features it names, is unchanged.
+_FAMILY_OPTION_DEFAULTS: dict[tuple[str, ...], Any] = {
+    ("family",): "egovlp",
+    ("projection",): "egovlp",
+    ("video", "ln_pre"): False,
+    ("video", "patch_bias"): True,
+    ("video", "act"): "gelu",
+    ("video", "norm_eps"): 1e-6,
+    ("video", "temporal_fit"): "zeros",
+    ("video", "pixel_mean"): None,
+    ("video", "pixel_std"): None,
+    ("text", "kind"): "distilbert",
+}
 
 
 @dataclass(config=STRICT_KEYS)
@@ -171,6 +208,8 @@ class ModelConfig:
     text: TextTowerConfig = dataclasses.field(default_factory=TextTowerConfig)
     projection_dim: PositiveInt = 256
     name: str = "egovlp-base"
+    family: Literal["egovlp", "lavila", "egovlpv2"] = "egovlp"
+    projection: Literal["egovlp", "matrix", "mlp3"] = "egovlp"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -178,6 +217,12 @@ class ModelConfig:
     def config_hash(self) -> str:
         """Short stable hash of the architecture (weights are hashed by `egovlp.features.weights_hash`)."""
         arch = {k: v for k, v in self.to_dict().items() if k != "name"}
+        for path, default in _FAMILY_OPTION_DEFAULTS.items():
+            node = arch
+            for key in path[:-1]:
+                node = node[key]
+            if node.get(path[-1]) == default:
+                del node[path[-1]]
         return hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:12]
 
     @classmethod

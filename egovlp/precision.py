@@ -14,26 +14,45 @@ for its dtype, its autocast context or the name accelerate uses (`no`, `bf16`, `
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
+import os
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from egovlp.errors import InputError
 
+if TYPE_CHECKING:
+    import torch
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISION_HELP = (
+    "auto (bf16 on CUDA and on CPUs with a bf16 matrix engine, else fp32) | fp32 | bf16 | fp16 (CUDA only)"
+)
 
-# `auto` picks bf16 on a bf16-capable CPU only once every CPU model path has been measured against
-# fp32 in bf16 (issue 23); until then auto stays fp32 on the CPU.
-CPU_AUTO_BF16 = False
+# `EGOVLP_CPU_BF16=0|1` overrides the CPU probe: 0 keeps `auto` at fp32 on any CPU (the test suite
+# sets it, so its fp32 references hold on every machine), 1 claims a bf16 engine.
+CPU_BF16_ENV = "EGOVLP_CPU_BF16"
 
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def add_precision_argument(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    """`--precision`, as every command that runs a model takes it (the one flag definition)."""
+    parser.add_argument("--precision", default=default, choices=PRECISIONS, help=PRECISION_HELP)
 
 
 @functools.lru_cache(maxsize=1)
 def cpu_has_bf16_matmul() -> bool:
-    """True when this CPU multiplies bf16 matrices natively (AMX tiles or AVX512-BF16 instructions)."""
+    """True when this CPU multiplies bf16 matrices natively (AMX tiles or AVX512-BF16 instructions).
+
+    Without either, torch emulates bf16 on the CPU and it runs slower than fp32."""
+    import torch
+
+    override = os.environ.get(CPU_BF16_ENV, "").strip()
+    if override in ("0", "1"):
+        return override == "1"
+
     probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     for name in probes:
         probe = getattr(torch.cpu, name, None)
@@ -51,7 +70,9 @@ class Precision:
 
     @property
     def dtype(self) -> torch.dtype:
-        return _DTYPES[self.name]
+        import torch
+
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.name]
 
     @property
     def is_reduced(self) -> bool:
@@ -64,6 +85,8 @@ class Precision:
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Autocast to this precision on its device; nothing for fp32."""
+        import torch
+
         if not self.is_reduced:
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
@@ -76,6 +99,8 @@ def resolve_precision(
 
     fp16 on a CPU is refused: the CPU matrix engines here compute bf16, and fp16 there is emulated.
     """
+    import torch
+
     device_type = torch.device(device).type
     name = "auto" if requested is None else str(requested)
     if name not in PRECISIONS:
@@ -84,7 +109,7 @@ def resolve_precision(
         if device_type == "cuda":
             name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         elif device_type == "cpu":
-            name = "bf16" if CPU_AUTO_BF16 and cpu_has_bf16_matmul() else "fp32"
+            name = "bf16" if cpu_has_bf16_matmul() else "fp32"
         else:
             name = "fp32"
     if name == "fp16" and device_type != "cuda":

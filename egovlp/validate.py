@@ -89,10 +89,13 @@ _DEVICE_RE = re.compile(r"^(cpu|cuda|mps)(?::(\d+))?$")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, device: str = "auto") -> None:
-    """--model, --config and --device, as every command that loads one model takes them."""
+    """--model, --config, --device and --precision, as every command that loads one model takes them."""
+    from egovlp.precision import add_precision_argument
+
     parser.add_argument("--model", required=True, help="checkpoint (.pth) or model directory")
     parser.add_argument("--config", default=None, help="model YAML for a .pth of another architecture")
     parser.add_argument("--device", default=device, help="auto | cpu | cuda | cuda:N (default: %(default)s)")
+    add_precision_argument(parser)
 
 
 def resolve_device(name: str | None, flag: str = "--device") -> torch.device:

@@ -18,6 +18,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from egovlp.config import VideoTowerConfig
 
+# the constants callers normalize with (DESIGN.md B.3; egovlp.transforms uses the same numbers)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 class DividedAttention(nn.Module):
     """Multi-head attention over groups of tokens, with the CLS token shared by every group.
@@ -80,6 +84,37 @@ class DividedAttention(nn.Module):
         return self.proj(merged.view(B, N, D))
 
 
+def manual_divided_attention(
+    attn: DividedAttention, x: torch.Tensor, num_frames: int, mode: str
+) -> torch.Tensor:
+    """The same attention written out with explicit softmax(QK^T / sqrt(d)) V, one kind of group at a
+    time: the reference that the fused `DividedAttention.forward` is tested against (never used to
+    run the model)."""
+    B, N, D = x.shape
+    H, hd, Fr = attn.num_heads, attn.head_dim, num_frames
+    P = (N - 1) // Fr
+    q, k, v = attn.qkv(x).view(B, N, 3, H, hd).permute(2, 0, 3, 1, 4)  # each (B, H, N, hd)
+    scale = hd**-0.5
+
+    def attend(qq: torch.Tensor, kk: torch.Tensor, vv: torch.Tensor) -> torch.Tensor:
+        weights = (qq @ kk.transpose(-2, -1) * scale).softmax(dim=-1)
+        return weights @ vv
+
+    cls_out = attend(q[:, :, :1], k, v)  # (B, H, 1, hd): the CLS query sees every token
+    patches = [t[:, :, 1:].reshape(B, H, Fr, P, hd) for t in (q, k, v)]  # frame-major patches
+    if mode == "time":
+        patches = [t.transpose(2, 3) for t in patches]  # (B, H, P, F, hd): groups over frames
+    qg, kg, vg = patches  # (B, H, G, L, hd)
+    G = qg.shape[2]
+    cls_k = k[:, :, :1].unsqueeze(2).expand(B, H, G, 1, hd)
+    cls_v = v[:, :, :1].unsqueeze(2).expand(B, H, G, 1, hd)
+    out = attend(qg, torch.cat([cls_k, kg], dim=3), torch.cat([cls_v, vg], dim=3))  # (B, H, G, L, hd)
+    if mode == "time":
+        out = out.transpose(2, 3)  # back to (B, H, F, P, hd)
+    merged = torch.cat([cls_out, out.reshape(B, H, Fr * P, hd)], dim=2)  # (B, H, N, hd)
+    return attn.proj(merged.transpose(1, 2).reshape(B, N, D))
+
+
 # Many tiny groups (time attention: F+1 keys each) run faster through the plain matmul kernel
 # than through the CPU flash kernel, which is tuned for long sequences.
 _SHORT_SEQUENCE = 16
@@ -92,6 +127,16 @@ def _grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tor
     return F.scaled_dot_product_attention(q, k, v)
 
 
+class QuickGELU(nn.Module):
+    """CLIP's GELU approximation `x * sigmoid(1.702 x)`; LaViLa's towers are trained with it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = {"gelu": nn.GELU, "quick_gelu": QuickGELU}
+
+
 class SpaceTimeBlock(nn.Module):
     """Divided space-time attention, time first.
 
@@ -99,13 +144,20 @@ class SpaceTimeBlock(nn.Module):
     "frozen-in-time" attention style and the released weights depend on it.
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        act_layer: type[nn.Module] = nn.GELU,
+        norm_eps: float = 1e-6,
+    ) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = DividedAttention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU)
-        self.norm3 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer)
+        self.norm3 = nn.LayerNorm(dim, eps=norm_eps)
         self.timeattn = DividedAttention(dim, num_heads)
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -123,13 +175,21 @@ class SpaceTimeTransformer(nn.Module):
         self.cfg = cfg
         D = cfg.embed_dim
         self.num_frames = cfg.num_frames
-        self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, in_chans=3, embed_dim=D)
+        self.patch_embed = PatchEmbed(
+            cfg.img_size, cfg.patch_size, in_chans=3, embed_dim=D, bias=cfg.patch_bias
+        )
         self.patches_per_frame = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.patches_per_frame, D))
         self.temporal_embed = nn.Parameter(torch.zeros(1, cfg.num_frames, D))
-        self.blocks = nn.ModuleList(SpaceTimeBlock(D, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
-        self.norm = nn.LayerNorm(D, eps=1e-6)
+        # LaViLa (CLIP-initialised): a LayerNorm with torch's eps over every token before the blocks
+        self.ln_pre = nn.LayerNorm(D) if cfg.ln_pre else nn.Identity()
+        act = ACTIVATIONS[cfg.act]
+        self.blocks = nn.ModuleList(
+            SpaceTimeBlock(D, cfg.num_heads, cfg.mlp_ratio, act, cfg.norm_eps) for _ in range(cfg.depth)
+        )
+        self.norm = nn.LayerNorm(D, eps=cfg.norm_eps)
+        self._set_pixel_conversion(cfg)
         self.grad_checkpointing = False
         self.init_weights()
 
@@ -145,19 +205,37 @@ class SpaceTimeTransformer(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def _set_pixel_conversion(self, cfg: VideoTowerConfig) -> None:
+        # ImageNet-normalized input -> the tower's own normalization: one per-channel affine map,
+        # x * scale + shift. Non-persistent buffers: they follow .to() but stay out of state_dict.
+        if cfg.pixel_mean is None and cfg.pixel_std is None:
+            self.pixel_scale = self.pixel_shift = None
+            return
+        mean_in, std_in = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        mean = torch.tensor(cfg.pixel_mean or IMAGENET_MEAN)
+        std = torch.tensor(cfg.pixel_std or IMAGENET_STD)
+        shape = (1, 1, 3, 1, 1)
+        self.register_buffer("pixel_scale", (std_in / std).view(shape), persistent=False)
+        self.register_buffer("pixel_shift", ((mean_in - mean) / std).view(shape), persistent=False)
+
     def forward_tokens(self, frames: torch.Tensor) -> torch.Tensor:
-        """`[B, F, 3, H, W]` -> normalized tokens `[B, 1 + F*P, D]` (CLS first)."""
+        """`[B, F, 3, H, W]` ImageNet-normalized -> normalized tokens `[B, 1 + F*P, D]` (CLS first)."""
+        if self.pixel_scale is not None:
+            frames = frames * self.pixel_scale + self.pixel_shift  # to the tower's own constants
         B, Fr, C, H, W = frames.shape
-        if Fr > self.num_frames:
+        if Fr > self.num_frames and self.cfg.temporal_fit == "zeros":
+            # EgoVLP: the stored (already zero-padded) embedding is the limit; the interpolating
+            # families fit theirs to longer clips below
             raise ValueError(f"clip has {Fr} frames; this model's temporal_embed holds {self.num_frames}")
         P, D = self.patches_per_frame, self.cfg.embed_dim
         x = self.patch_embed(frames.reshape(B * Fr, C, H, W))  # (B*F, P, D)
         x = x.reshape(B, Fr * P, D)
         # patch position: spatial embedding tiled over frames + temporal embedding repeated per patch
-        pos = self.pos_embed[:, 1:].unsqueeze(1) + self.temporal_embed[:, :Fr].unsqueeze(2)  # (1, F, P, D)
+        temporal = fit_temporal_embed(self.temporal_embed, Fr, self.cfg.temporal_fit)  # (1, F, D)
+        pos = self.pos_embed[:, 1:].unsqueeze(1) + temporal.unsqueeze(2)  # (1, F, P, D)
         x = x + pos.reshape(1, Fr * P, D)
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(B, -1, -1)  # (B, 1, D)
-        x = torch.cat([cls, x], dim=1)  # (B, 1 + F*P, D)
+        x = self.ln_pre(torch.cat([cls, x], dim=1))  # (B, 1 + F*P, D)
         for blk in self.blocks:
             if self.grad_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(blk, x, Fr, use_reentrant=False)
@@ -167,6 +245,25 @@ class SpaceTimeTransformer(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return self.forward_tokens(frames)[:, 0]  # (B, D)
+
+
+def fit_temporal_embed(embed: torch.Tensor, num_frames: int, mode: str = "zeros") -> torch.Tensor:
+    """`[1, T, D]` -> `[1, num_frames, D]` the way each family's published loader does it.
+
+    Fewer frames: the first ones (every family). More: zero-pad ("zeros", EgoVLP), bilinear
+    ("interpolate", LaViLa) or bilinear with aligned corners ("interpolate_aligned", EgoVLPv2).
+    """
+    have = embed.shape[1]
+    if num_frames <= have:
+        return embed[:, :num_frames]
+    if mode == "zeros":
+        return torch.cat([embed, embed.new_zeros(embed.shape[0], num_frames - have, embed.shape[2])], dim=1)
+    aligned = mode == "interpolate_aligned"
+    # as an image [1, 1, T, D] resized to (num_frames, D): the D axis is left as it is
+    out = F.interpolate(
+        embed.unsqueeze(0), (num_frames, embed.shape[2]), mode="bilinear", align_corners=aligned
+    )
+    return out.squeeze(0)
 
 
 # --- initialisation from an image ViT (pretraining from scratch, DESIGN.md B.1) ----------------
@@ -179,7 +276,7 @@ def video_tower_state_from_vit(vit_state: dict[str, torch.Tensor], tower: SpaceT
     weight one so the block first behaves like the image ViT), temporal_embed zero, norm3 default.
     A pos_embed of another grid size is resampled with timm's helper. Classifier heads are dropped.
     """
-    from timm.layers import resample_abs_pos_embed
+    from egovlp.checkpoint import fit_pos_embed
 
     target = tower.state_dict()
     out: dict[str, torch.Tensor] = {}
@@ -187,9 +284,8 @@ def video_tower_state_from_vit(vit_state: dict[str, torch.Tensor], tower: SpaceT
         key = key.removeprefix("module.")
         if key.startswith(("head.", "fc_norm.", "pre_logits.")) or key not in target:
             continue
-        if key == "pos_embed" and value.shape != target[key].shape:
-            grid = int((target[key].shape[1] - 1) ** 0.5)
-            value = resample_abs_pos_embed(value, new_size=(grid, grid), num_prefix_tokens=1)
+        if key == "pos_embed":
+            value = fit_pos_embed(value, target[key].shape[1] - 1)
         if value.shape != target[key].shape:
             raise ValueError(f"ViT key {key}: shape {tuple(value.shape)} != {tuple(target[key].shape)}")
         out[key] = value

@@ -88,7 +88,7 @@ def evaluate_egomcq(
         local = [mine[j] for j, _ in batch]
         texts = [items[i].query["clip_text"] for i in local]
         counts = [clips.shape[0] for _, clips in batch]
-        frames = torch.cat([clips for _, clips in batch]).to(device)  # (sum C, F, 3, S, S)
+        frames = torch.cat([clips for _, clips in batch]).to(device, model.dtype)  # (sum C, F, 3, S, S)
         text = F.normalize(model.embed_text(**model.tokenize(texts)).float(), dim=-1, eps=1e-8)
         video = F.normalize(model.embed_video(frames).float(), dim=-1, eps=1e-8)
         for row, (i, choices) in enumerate(zip(local, torch.split(video, counts), strict=True)):
@@ -134,8 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     items = read_egomcq(args.data)
     if not items:
         raise InputError(f"--data {args.data}: holds no questions (an accuracy over none means nothing)")
-    model = egovlp.load_model(args.model, config=args.config, device=device)
+    from egovlp.precision import resolve_precision
+
+    precision = resolve_precision(args.precision, device)
+    model = egovlp.load_model(args.model, config=args.config, device=device).set_precision(precision)
     scores = evaluate_egomcq(model, items, args.videos, args.frames, args.batch_size, args.workers)
+    scores["precision"] = precision.name
     json.dump(scores, sys.stdout)
     sys.stdout.write("\n")
     return 0

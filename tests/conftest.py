@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import os
 
-import pytest
-import torch
+# `--precision auto` resolves to fp32 on every CPU in the suite (and in the commands it starts), so
+# the fp32 references hold whether or not the machine has a bf16 matrix engine; the bf16 paths are
+# tested by naming bf16 (tests/test_precision.py checks the probe itself).
+os.environ["EGOVLP_CPU_BF16"] = "0"
 
-from egovlp.config import ModelConfig, TextTowerConfig, VideoTowerConfig
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from egovlp.config import ModelConfig, TextTowerConfig, VideoTowerConfig  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

@@ -72,7 +72,7 @@ def _files(tmp_path: Path) -> dict[str, tuple[Path, Path]]:
                                     }
                                 }
                             }
-                        ],  # fmt: skip
+                        ],
                     }
                 ],
             }

@@ -186,8 +186,8 @@ def test_eval_cli_one_json_line_and_one_line_errors(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and json.loads(out) == {"accuracy": 100.0, "n": 4}
     pnr = tmp_path / "pnr.json"
-    pnr.write_text(json.dumps([{"unique_id": "a", "pnr_frame": 400}, {"unique_id": "b", "pnr_frame": 150},
-                               {"unique_id": "d", "pnr_frame": 700}]))  # fmt: skip
+    frames = {"a": 400, "b": 150, "d": 700}
+    pnr.write_text(json.dumps([{"unique_id": uid, "pnr_frame": f} for uid, f in frames.items()]))
     assert run(["eval", "pnr", "--gt", str(gt), "--pred", str(pnr), "--out", str(tmp_path / "m.json")]) == 0
     assert json.loads(capsys.readouterr().out) == {"error_sec": 0.0, "n": 3}
     assert json.loads((tmp_path / "m.json").read_text()) == {"error_sec": 0.0, "n": 3}

@@ -7,8 +7,8 @@ import copy
 import pytest
 
 from egovlp.errors import InputError
-from egovlp.metrics.iou import segment_iou
 from egovlp.metrics import vq2d_metrics
+from egovlp.metrics.iou import segment_iou
 from egovlp.metrics.vq2d import extent, spatio_temporal_iou
 
 
@@ -195,7 +195,7 @@ def test_ground_truth_problems_are_reported():
             "visual_crop",
             {"frame_number": 99, "x": 0, "y": 0, "width": "wide", "height": 5},
             r'query_sets\["1"\]\.visual_crop\.width: expected a number, got \'wide\'',
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_ground_truth_is_validated_as_extract_and_heads_do(field, value, message):
