@@ -1,16 +1,22 @@
-"""encode_video throughput against the machine's own fp32 matmul rate, measured in the same run.
+"""encode_video throughput per precision, against the machine's own GEMM rate in that precision.
 
-    python benchmarks/bench_model.py [--configs tiny egovlp-base] [--batch 4] [--frames 4] [--threads 2]
+    python benchmarks/bench_model.py [--configs tiny egovlp-base] [--precision fp32 bf16] [--batch 4]
+                                     [--frames 4] [--threads 2] [--compile]
 
-For each config: clips/s, FLOP per clip (counted by torch's FlopCounterMode on the real forward),
-achieved GFLOP/s, and the ratio to the best fp32 GEMM rate measured just before (square and
-model-shaped GEMMs; the best of them is the denominator). CUDA rows (bf16 autocast and fp32) are
-added when a GPU is present.
+For each config and precision, side by side in one run: clips/s, FLOP per clip (counted by torch's
+FlopCounterMode on the real fp32 forward), achieved GFLOP/s and its fraction of the best GEMM rate
+measured just before in the same dtype (square and model-shaped GEMMs), and for bf16 the bf16/fp32
+speed ratio and the smallest per-row cosine similarity to the fp32 embeddings of the same inputs.
+Reduced precisions cast the weights once (`EgoVLP.set_precision`). CUDA rows follow when a GPU is
+present. The last line is one JSON object for the last config: fp32_clips_s, bf16_clips_s, speedup,
+cos_min, bf16_matmul_fraction.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import statistics
 import sys
 import time
@@ -21,8 +27,6 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import egovlp  # noqa: E402
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
 
 
 def _sync(device: torch.device) -> None:
@@ -73,15 +77,10 @@ def count_flops(model: egovlp.EgoVLP, frames: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def bench_config(
-    name: str, device: torch.device, batch: int, frames: int, repeats: int, amp: torch.dtype | None
-):
-    model = egovlp.create_model(CONFIGS / f"{name}.yaml", device=str(device))
-    model.autocast_dtype = amp
-    x = torch.randn(batch, frames, 3, model.cfg.video.img_size, model.cfg.video.img_size, device=device)
-    flops = count_flops(model, x[:1])  # per clip
-    sec = timed(lambda: model.encode_video(x), device, repeats)
-    return batch / sec, flops
+def bench_config(model: egovlp.EgoVLP, x: torch.Tensor, repeats: int) -> tuple[float, torch.Tensor]:
+    """clips/s of encode_video on `x`, and the embeddings it returns (float32)."""
+    sec = timed(lambda: model.encode_video(x), x.device, repeats)
+    return x.shape[0] / sec, model.encode_video(x)
 
 
 def parse_bench_args(
@@ -94,33 +93,98 @@ def parse_bench_args(
     p.add_argument("--frames", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=repeats)
+    p.add_argument(
+        "--precision",
+        nargs="+",
+        default=["fp32", "bf16"],
+        choices=["fp32", "bf16", "fp16"],
+        help="precisions to run side by side (weights cast once); fp32 is the reference",
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the video tower first")
+    p.add_argument("--skip-cpu", action="store_true", help="CUDA rows only (when a GPU is present)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     return args
 
 
+def _cos_min(a: torch.Tensor, b: torch.Tensor) -> float:
+    return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1).min().item()
+
+
+def run_device(args: argparse.Namespace, device: torch.device) -> dict | None:
+    """Every config in every precision on `device`, side by side; the summary of the last config."""
+    from egovlp.config import resolve_model_config
+
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    # fp32 first: it is the reference of the cosine; fp16 is a CUDA precision
+    precisions = ["fp32"] + [
+        p for p in args.precision if p != "fp32" and (p != "fp16" or device.type == "cuda")
+    ]
+    peaks = {}
+    for name in precisions:
+        peaks[name], shape = matmul_gflops(device, dtypes[name], args.repeats)
+        print(f"[{device.type}] {name} matmul {peaks[name]:.1f} GFLOP/s (best shape {shape})")
+    summary = None
+    for config in args.configs:
+        cfg = resolve_model_config(config)
+        torch.manual_seed(0)
+        base = egovlp.create_model(cfg, device=str(device))
+        size = cfg.video.img_size
+        x = torch.randn(args.batch, args.frames, 3, size, size, device=device)
+        flops = count_flops(base, x[:1])  # per clip, counted in fp32
+        rows: dict[str, dict] = {}
+        reference = None
+        for name in precisions:
+            model = base if name == "fp32" else copy.deepcopy(base).set_precision(name)
+            if args.compile:
+                model.video_model = torch.compile(model.video_model)
+            clips_s, emb = bench_config(model, x, args.repeats)
+            reference = emb if name == "fp32" else reference
+            achieved = clips_s * flops / 1e9
+            rows[name] = {
+                "clips_s": clips_s,
+                "fraction": achieved / peaks[name],
+                "cos_min": 1.0 if reference is None or name == "fp32" else _cos_min(reference, emb),
+            }
+            print(
+                f"[{device.type}] {config:<12} {name}: {clips_s:7.2f} clips/s  {flops / 1e9:7.1f} GFLOP/clip  "
+                f"{achieved:8.1f} GFLOP/s  = {rows[name]['fraction']:.2f} of the {name} matmul rate"
+                + (f"  cos_min vs fp32 {rows[name]['cos_min']:.5f}" if name != "fp32" else "")
+            )
+            if name != "fp32":
+                del model
+        if "fp32" in rows and "bf16" in rows:
+            speedup = rows["bf16"]["clips_s"] / rows["fp32"]["clips_s"]
+            print(f"[{device.type}] {config:<12} bf16 / fp32 speed: {speedup:.2f}x")
+            summary = {
+                "config": config,
+                "device": device.type,
+                "fp32_clips_s": round(rows["fp32"]["clips_s"], 4),
+                "bf16_clips_s": round(rows["bf16"]["clips_s"], 4),
+                "speedup": round(speedup, 3),
+                "cos_min": round(rows["bf16"]["cos_min"], 6),
+                "bf16_matmul_fraction": round(rows["bf16"]["fraction"], 3),
+            }
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_bench_args(argv, __doc__, ["tiny", "egovlp-base"], batch=4, repeats=5)
+    from egovlp.precision import cpu_has_bf16_matmul
 
-    runs = [(torch.device("cpu"), torch.float32, None)]
-    if torch.cuda.is_available():
-        runs += [
-            (torch.device("cuda"), torch.float32, None),
-            (torch.device("cuda"), torch.bfloat16, torch.bfloat16),
-        ]
-    print(f"torch {torch.__version__}, {args.threads} CPU threads, batch {args.batch}, {args.frames} frames")
-    for device, mm_dtype, amp in runs:
-        peak, shape = matmul_gflops(device, mm_dtype, args.repeats)
-        label = f"{device.type}/{'bf16' if amp else 'fp32'}"
-        print(f"[{label}] matmul peak {peak:.1f} GFLOP/s (best shape {shape})")
-        for name in args.configs:
-            clips_s, flops = bench_config(name, device, args.batch, args.frames, args.repeats, amp)
-            achieved = clips_s * flops / 1e9
-            print(
-                f"[{label}] {name:<12} {clips_s:8.2f} clips/s  {flops / 1e9:7.1f} GFLOP/clip  "
-                f"{achieved:8.1f} GFLOP/s  ratio to matmul {achieved / peak:.2f}"
-            )
+    print(
+        f"torch {torch.__version__}, {args.threads} CPU threads, batch {args.batch}, {args.frames} frames, "
+        f"CPU bf16 matrix engine: {cpu_has_bf16_matmul()}"
+    )
+    summary = None
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    for device in devices:
+        if device.type == "cpu" and args.skip_cpu:
+            continue
+        summary = run_device(args, device) or summary
+    if summary is not None:
+        print(json.dumps(summary))  # the last line: the bf16 / fp32 summary of the last config
     return 0
 
 
