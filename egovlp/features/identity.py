@@ -34,9 +34,15 @@ class ModelIdentity:
     name: str
     weights_hash: str
     config_hash: str
+    family: str = "egovlp"  # EgoVLP | LaViLa | EgoVLPv2 (docs/checkpoints.md); in config_hash too
 
     def as_meta(self) -> dict[str, str]:
-        return {"model": self.name, "weights_hash": self.weights_hash, "config_hash": self.config_hash}
+        return {
+            "model": self.name,
+            "family": self.family,
+            "weights_hash": self.weights_hash,
+            "config_hash": self.config_hash,
+        }
 
 
 def model_identity(model, name: str) -> ModelIdentity:
@@ -46,7 +52,7 @@ def model_identity(model, name: str) -> ModelIdentity:
     if cached is None:
         cached = weights_hash(model)
         model._egovlp_weights_hash = cached
-    return ModelIdentity(name, cached, model.cfg.config_hash())
+    return ModelIdentity(name, cached, model.cfg.config_hash(), model.cfg.family)
 
 
 def identity_matches(meta: Mapping[str, Any], identity: ModelIdentity) -> bool:
