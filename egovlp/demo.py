@@ -21,11 +21,13 @@ from pathlib import Path
 
 import yaml
 
+from egovlp.config import find_config
 from egovlp.formats import write_json_atomic
 from egovlp.synth.cli import add_world_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = "configs/pretrain/demo.yaml"
+# a packaged pretrain config (egovlp/configs/pretrain/demo.yaml in a wheel, configs/ in a checkout)
+DEMO_CONFIG = "demo"
 # The demo world: 84 training scenes (a tiny model trained from scratch generalizes to new scenes
 # only with many of them) and 36 val videos, which give EgoMCQ some 230 questions of each type
 # (one question is under half a point, so a result is a measurement rather than a coin toss).
@@ -93,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="override the demo config's training steps")
     p.add_argument("--skip-serve", action="store_true")
     args = p.parse_args(argv)
+    demo_config = find_config("pretrain", DEMO_CONFIG)
 
-    out = ROOT / args.out
+    out = Path(args.out).resolve()  # relative to where the user runs it, not to the package
     data = out / "data"
     out.mkdir(parents=True, exist_ok=True)
     summary = Summary(out / "summary.json")
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     # the untrained model (the demo config's), saved so that eval runs the same code path as after training
-    demo_model = yaml.safe_load((ROOT / DEMO_CONFIG).read_text())["model"]
+    demo_model = yaml.safe_load(demo_config.read_text())["model"]
     untrained = out / "untrained"
     if not (untrained / "model.safetensors").is_file():
         subprocess.run(
@@ -154,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_seed is not None:
         overrides.append(f"train.seed={args.train_seed}")
     shutil.rmtree(out / "pretrain", ignore_errors=True)
-    timing = egovlp_timed("pretrain", "--config", DEMO_CONFIG, *overrides)
+    timing = egovlp_timed("pretrain", "--config", str(demo_config), *overrides)
     pretrain_seconds = timing["seconds"]
     model_dir = out / "pretrain" / "final"
     after = json.loads(egovlp("eval", "egomcq", "--model", str(model_dir), *mcq, capture=True))
