@@ -7,9 +7,9 @@ The vectors imitate extracted clip features: topic centres (one per 8 clips), ea
 subspace of variation (embeddings of one kind of scene vary along few directions); clips of 512
 rows around a clip centre near one topic, consecutive rows correlated (an AR(1) walk in the topic's
 subspace, like features at 1.875 rows/s), a little isotropic noise, every row L2-normalized. They are generated chunk by chunk from seeds, never all in
-memory, and go through the same build as `egovlp index` (serve.index_build.build_from_source).
+memory, and go through the same build as `egovlp index` (serve.index.build.build_from_source).
 Queries are held-out rows of fresh clips; the exact top-10 of every query is kept over the same
-stream. Then a fresh process loads the index folder (serve.index_store.load_index) and measures its
+stream. Then a fresh process loads the index folder (serve.index.store.load_index) and measures its
 RSS and single-query latency at k=10 with one FAISS thread. The last line is one JSON object:
 recall_at_10, p50_ms, p99_ms, build_s, bytes_per_vector, rss_mb (+ details).
 """
@@ -31,8 +31,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from serve.index_build import CHUNK_ROWS, Chunk, ExactTopK, build_from_source, files_dict  # noqa: E402
-from serve.index_store import l2_normalize  # noqa: E402
+from serve.index.build import CHUNK_ROWS, Chunk, ExactTopK, build_from_source, files_dict  # noqa: E402
+from serve.index.store import l2_normalize  # noqa: E402
 
 TOPICS_PER_CLIP = 1 / 8  # about 8 clips per topic
 RANK = 16  # directions of variation per topic
@@ -99,12 +99,49 @@ class SyntheticSource:
             yield Chunk(vectors[:n], file_id, row, start, start + 1 / 1.875)
 
 
-def measure(index_dir: str, queries_path: str, truth_path: str, searches: int) -> dict:
-    """In a fresh process: load the index, RSS, recall of the loaded index, per-query latency."""
+def _recall(got: np.ndarray, truth: np.ndarray) -> float:
+    return float(
+        np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth.tolist(), got.tolist(), strict=True)])
+    )
+
+
+def _latencies(idx, queries: np.ndarray, searches: int) -> list[float]:
+    times = []
+    for i in range(searches):
+        q = queries[i % len(queries)][None]
+        started = time.perf_counter()
+        idx.search(q, 10)  # FAISS + the metadata of the 10 hits from the memory-mapped rows
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def curve(idx, queries: np.ndarray, truth: np.ndarray, nprobes: list[int], searches: int) -> list[dict]:
+    """Recall@10 and single-query latency at each nprobe (the index's other parameters kept)."""
+    from serve.index.store import set_search_params
+
+    points = []
+    for nprobe in nprobes:
+        set_search_params(idx.index, {"nprobe": nprobe})
+        _, got = idx.index.search(queries, 10)
+        times = _latencies(idx, queries, searches)
+        points.append(
+            {
+                "nprobe": nprobe,
+                "recall_at_10": round(_recall(got, truth), 4),
+                "p50_ms": round(float(np.percentile(times, 50)), 3),
+                "p99_ms": round(float(np.percentile(times, 99)), 3),
+            }
+        )
+    return points
+
+
+def measure(index_dir: str, queries_path: str, truth_path: str, searches: int, nprobes: list[int]) -> dict:
+    """In a fresh process: load the index, RSS, recall of the loaded index, per-query latency, and
+    the recall/latency curve over `nprobes` (measured after the default, which is restored)."""
     import faiss
     import psutil
 
-    from serve.index_store import load_index
+    from serve.index.store import load_index
 
     faiss.omp_set_num_threads(1)
     try:  # the build ran under `nice`; time the searches at normal priority
@@ -115,15 +152,8 @@ def measure(index_dir: str, queries_path: str, truth_path: str, searches: int) -
     rss_mb = psutil.Process().memory_info().rss / 2**20
     queries, truth = np.load(queries_path), np.load(truth_path)
     _, got = idx.index.search(queries, 10)
-    recall = float(
-        np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth.tolist(), got.tolist(), strict=True)])
-    )
-    times = []
-    for i in range(searches):
-        q = queries[i % len(queries)][None]
-        started = time.perf_counter()
-        idx.search(q, 10)  # FAISS + the metadata of the 10 hits from the memory-mapped rows
-        times.append((time.perf_counter() - started) * 1000)
+    recall = _recall(got, truth)
+    times = _latencies(idx, queries, searches)
     mem = psutil.Process().memory_full_info()
     rss_after, file_backed = mem.rss / 2**20, mem.shared / 2**20
     return {
@@ -133,6 +163,7 @@ def measure(index_dir: str, queries_path: str, truth_path: str, searches: int) -
         "rss_mb": round(max(rss_mb, rss_after), 1),
         "rss_after_load_mb": round(rss_mb, 1),
         "rss_file_backed_mb": round(file_backed, 1),  # pages of the memory-mapped rows table and libraries
+        "curve": curve(idx, queries, truth, nprobes, searches) if nprobes else [],
     }
 
 
@@ -141,16 +172,23 @@ def main() -> int:
     p.add_argument("--rows", type=int, default=200_000)
     p.add_argument("--dim", type=int, default=256)
     p.add_argument(
-        "--kind", default="auto", help="index kind for serve.index_build (auto: what `egovlp index` picks)"
+        "--kind", default="auto", help="index kind for serve.index.build (auto: what `egovlp index` picks)"
     )
     p.add_argument("--nlist", type=int, default=None)
     p.add_argument("--queries", type=int, default=500)
     p.add_argument("--searches", type=int, default=2000)
     p.add_argument("--out", default=None, help="keep the index folder here (default: a temp folder)")
+    p.add_argument(
+        "--curve",
+        type=int,
+        nargs="*",
+        default=[2, 4, 8, 16],
+        help="nprobe values of the recall/latency curve (IVF kinds; none: skip it)",
+    )
     p.add_argument("--measure", nargs=3, metavar=("INDEX_DIR", "QUERIES", "TRUTH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.measure:
-        print(json.dumps(measure(*args.measure, args.searches)))
+        print(json.dumps(measure(*args.measure, args.searches, args.curve)))
         return 0
     import logging
 
@@ -164,10 +202,21 @@ def main() -> int:
         started = time.perf_counter()
         info = build_from_source(source, out, args.kind, args.nlist, use_gpu=None, probe=probe)
         build_s = time.perf_counter() - started
-        np.save(Path(tmp) / "q.npy", queries)
-        np.save(Path(tmp) / "t.npy", probe.result())
-        cmd = [sys.executable, __file__, "--searches", str(args.searches), "--measure", str(out),
-               str(Path(tmp) / "q.npy"), str(Path(tmp) / "t.npy")]  # fmt: skip
+        # queries and their exact answers sit beside the index, so `--measure` can re-time it later
+        q_path, t_path = out.parent / "queries.npy", out.parent / "truth.npy"
+        np.save(q_path, queries)
+        np.save(t_path, probe.result())
+        cmd = [
+            sys.executable,
+            __file__,
+            "--searches",
+            str(args.searches),
+            "--measure",
+            str(out),
+            str(q_path),
+            str(t_path),
+        ]
+        cmd += ["--curve", *map(str, args.curve if info.get("kind") not in ("flat", "hnsw") else [])]
         env = dict(os.environ, OMP_NUM_THREADS="1")
         measured = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout)
     result = {
