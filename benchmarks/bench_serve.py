@@ -1,13 +1,20 @@
-"""Bounded loopback load test of `egovlp serve`: throughput and p50/p99 at concurrency 1, 8, 32.
+"""Bounded loopback load test of `egovlp serve`: throughput and p50/p99 at concurrency 1, 8, 32,
+in fp32 and bf16 side by side.
 
-    python benchmarks/bench_serve.py                       # tiny random model, text + video
+    python benchmarks/bench_serve.py                       # tiny random model, text + video, fp32 and bf16
     python benchmarks/bench_serve.py --model DIR --requests 400 --time-limit 30
+    python benchmarks/bench_serve.py --precision bf16      # one precision only
     python benchmarks/bench_serve.py --mixed               # 60 s mixed + poisoned load, --workers 1 and 2
 
-Starts the service on 127.0.0.1 (a free port) in a subprocess, sends a fixed number of requests per
-level (stopping early at --time-limit seconds), then an overload burst beyond the queue to show that
-it answers 429s, never 5xx. Prints one JSON line per measurement and a summary JSON object last.
-Only loopback traffic; nothing is downloaded.
+For each `--precision` it starts the service on 127.0.0.1 (a free port) in a subprocess, sends a
+fixed number of requests per level (stopping early at --time-limit seconds), and reads the server's
+own stage clocks from /metrics: per video request the decode (in the pool of --max-decodes
+workers) and per batch the model. The stage that bounds a suite is the busier one: decode busy =
+decode seconds / (wall x decode workers), model busy = model seconds / wall (one model thread);
+`requests` when neither is busy half the time (then HTTP and JSON handling bound it).
+Then an overload burst beyond the queue shows that it answers 429s, never 5xx. Prints one JSON line
+per measurement and a summary JSON object last, with `bf16_vs_fp32` (throughput ratio per suite and
+concurrency) and `bound` (decode, model or requests per suite). Only loopback traffic; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 def _tiny_model(out: Path) -> Path:
@@ -113,7 +121,7 @@ def _tiny_index(model_dir: str, out: Path) -> Path:
     """An index over random features stamped with the tiny model's identity (search needs one)."""
     import egovlp
     from egovlp.features import model_identity
-    from serve.index import build_index
+    from serve.index.cli import build_index
 
     model = egovlp.load_model(model_dir)
     ident = model_identity(model, "bench-tiny")
@@ -141,7 +149,7 @@ def _tree_rss_mb(pid: int) -> float:
 
 def mixed(args: argparse.Namespace) -> int:
     """60 s of mixed text/video/search with poisoned inputs at concurrency 64, for --workers 1 and 2."""
-    from serve.loadtest import run_load
+    from benchmarks.loadtest import run_load
 
     summary: dict = {"mode": "mixed", "duration_s": args.duration, "concurrency": args.mixed_concurrency}
     with tempfile.TemporaryDirectory() as tmp:
@@ -201,14 +209,107 @@ def _wait_ready(url: str, server: subprocess.Popen) -> None:
     raise SystemExit("server not ready after 300 s")
 
 
+def _stage_seconds(url: str) -> dict[str, float]:
+    """The server's cumulative stage clocks from /metrics: decode, and model time per modality."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+    out = {"decode": 0.0, "model_text": 0.0, "model_video": 0.0}
+    for line in text.splitlines():
+        if line.startswith("egovlp_decode_seconds_sum"):
+            out["decode"] = float(line.split()[-1])
+        elif line.startswith("egovlp_inference_seconds_sum"):
+            modality = line.split('modality="', 1)[1].split('"', 1)[0]
+            out[f"model_{modality}"] = float(line.split()[-1])
+    return out
+
+
+def _suite(url: str, name: str, route: str, payload: dict, args: argparse.Namespace, precision: str) -> dict:
+    """Every concurrency level of one suite, and which stage bounded it (from the server's clocks)."""
+    asyncio.run(_level(url + route, payload, 4, 8, 10))  # warm-up
+    before, started = _stage_seconds(url), time.perf_counter()
+    rows = []
+    for c in args.concurrency:
+        requests = args.requests if name == "text" else max(args.requests // 4, c)
+        row = {"precision": precision, "modality": name}
+        row |= asyncio.run(_level(url + route, payload, c, requests, args.time_limit))
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    wall = time.perf_counter() - started
+    after = _stage_seconds(url)
+    decode_busy = (after["decode"] - before["decode"]) / (wall * args.max_decodes)
+    model_busy = (after[f"model_{name}"] - before[f"model_{name}"]) / wall
+    out = {"levels": rows, "model_busy": round(model_busy, 3)}
+    if name == "video":
+        out["decode_busy"] = round(decode_busy, 3)
+    # the busier stage bounds; when neither is busy half the time, request handling does (HTTP,
+    # JSON, the event loop: the tiny model's case)
+    busiest = "decode" if name == "video" and decode_busy > model_busy else "model"
+    out["bound"] = busiest if max(model_busy, decode_busy if name == "video" else 0.0) >= 0.5 else "requests"
+    if len(rows) > 1 and rows[0]["throughput_rps"] > 0:
+        out[f"speedup_c{rows[-1]['concurrency']}_vs_c{rows[0]['concurrency']}"] = round(
+            rows[-1]["throughput_rps"] / rows[0]["throughput_rps"], 2
+        )
+    return out
+
+
+def run_precision(model: str, video: Path, precision: str, args: argparse.Namespace, overload: bool) -> dict:
+    """One server at `precision`: every suite (and the overload burst); what /info says ran."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-c", "import sys; from serve.cli import main; sys.exit(main(sys.argv[1:]))"]
+    cmd += ["--model", model, "--port", str(port), "--max-queue", str(args.max_queue),
+            "--max-decodes", str(args.max_decodes), "--precision", precision, "--log-level", "warning"]  # fmt: skip
+    if args.device:
+        cmd += ["--device", args.device]
+    server = subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT)
+    try:
+        _wait_ready(url, server)
+        info = httpx.get(url + "/info", timeout=10).json()
+        out: dict = {"device": info["device"], "ran": info["precision"]["text"]}
+        text = {"input": "#C C picks up the knife from the counter", "model": "egovlp"}
+        suites = [("text", "/v1/embeddings", text)]
+        if not args.no_video:
+            data_url = "data:video/mp4;base64," + base64.b64encode(video.read_bytes()).decode()
+            suites.append(("video", "/v1/video/embeddings", {"input": data_url}))
+        for name, route, payload in suites:
+            out[name] = _suite(url, name, route, payload, args, precision)
+        if overload:
+            burst = asyncio.run(
+                _level(url + "/v1/embeddings", text, args.overload, args.overload * 2, args.time_limit)
+            )
+            print(json.dumps({"precision": precision, "modality": "text-overload", **burst}), flush=True)
+            out["overload"] = burst
+        return out
+    finally:
+        server.terminate()
+        server.wait(20)
+
+
+def compare(runs: dict[str, dict], base: str = "fp32", other: str = "bf16") -> dict:
+    """other / base throughput per suite and concurrency level (> 1: `other` is faster)."""
+    out = {}
+    for name in ("text", "video"):
+        if name not in runs[base] or name not in runs[other]:
+            continue
+        for a, b in zip(runs[base][name]["levels"], runs[other][name]["levels"], strict=True):
+            if a["throughput_rps"] > 0:
+                out[f"{name}_c{a['concurrency']}"] = round(b["throughput_rps"] / a["throughput_rps"], 2)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model dir/.pth (default: a tiny random model)")
+    parser.add_argument("--device", default=None, help="the server's --device (default: its auto)")
+    parser.add_argument(
+        "--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"],
+        help="one server per precision, side by side (default: fp32 bf16)",
+    )  # fmt: skip
     parser.add_argument("--requests", type=int, default=200, help="requests per level")
     parser.add_argument("--time-limit", type=float, default=20.0, help="seconds per level at most")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--overload", type=int, default=256, help="burst concurrency for the 429 check")
     parser.add_argument("--max-queue", type=int, default=64, help="server queue bound")
+    parser.add_argument("--max-decodes", type=int, default=4, help="server decode workers")
     parser.add_argument("--no-video", action="store_true")
     parser.add_argument(
         "--mixed", action="store_true", help="mixed load with poisoned inputs, --workers 1 and 2"
@@ -223,54 +324,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or str(_tiny_model(Path(tmp) / "model"))
         video = _tiny_video(Path(tmp) / "v.mp4")
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        cmd = [sys.executable, "-c", "import sys; from serve.app import main; sys.exit(main(sys.argv[1:]))"]
-        cmd += [
-            "--model",
-            model,
-            "--port",
-            str(port),
-            "--max-queue",
-            str(args.max_queue),
-            "--log-level",
-            "warning",
-        ]
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        server = subprocess.Popen(cmd, env=env, cwd=ROOT)
-        try:
-            _wait_ready(url, server)
-            text = {"input": "#C C picks up the knife from the counter", "model": "egovlp"}
-            data_url = "data:video/mp4;base64," + base64.b64encode(video.read_bytes()).decode()
-            suites = [("text", "/v1/embeddings", text)]
-            if not args.no_video:
-                suites.append(("video", "/v1/video/embeddings", {"input": data_url}))
-            summary: dict = {"device": "cpu", "model": model if args.model else "tiny-random"}
-            for name, route, payload in suites:
-                asyncio.run(_level(url + route, payload, 4, 8, 10))  # warm-up
-                rows = []
-                for c in args.concurrency:
-                    requests = args.requests if name == "text" else max(args.requests // 4, c)
-                    row = {
-                        "modality": name,
-                        **asyncio.run(_level(url + route, payload, c, requests, args.time_limit)),
-                    }
-                    print(json.dumps(row), flush=True)
-                    rows.append(row)
-                summary[name] = rows
-                if len(rows) > 1 and rows[0]["throughput_rps"] > 0:
-                    summary[f"{name}_speedup_c{rows[-1]['concurrency']}_vs_c{rows[0]['concurrency']}"] = (
-                        round(rows[-1]["throughput_rps"] / rows[0]["throughput_rps"], 2)
-                    )
-            burst = asyncio.run(
-                _level(url + "/v1/embeddings", text, args.overload, args.overload * 2, args.time_limit)
+        runs = {}
+        for i, precision in enumerate(args.precision):
+            runs[precision] = run_precision(
+                model, video, precision, args, overload=i == len(args.precision) - 1
             )
-            print(json.dumps({"modality": "text-overload", **burst}), flush=True)
-            summary["overload"] = burst
-            print(json.dumps(summary))
-        finally:
-            server.terminate()
-            server.wait(20)
+    summary: dict = {"model": model if args.model else "tiny-random", "precision": runs}
+    summary["device"] = next(iter(runs.values()))["device"]
+    summary["bound"] = {p: {n: r[n]["bound"] for n in ("text", "video") if n in r} for p, r in runs.items()}
+    if "fp32" in runs and "bf16" in runs:
+        summary["bf16_vs_fp32"] = compare(runs)
+    print(json.dumps(summary))
     return 0
 
 

@@ -3,8 +3,8 @@
 Routes validate (pydantic schemas, limits, every text item) -> take a place in a bounded,
 supervised per-modality batcher or the bounded decode pool (429 at once when full) -> the backend
 runs batches on one worker thread. `egovlp serve` loads the model and index before the server
-starts (serve.serve_cli); an app built with a `loader` loads in the background instead, and /ready
-says 503 until then. Every error leaves as `{"error": ..., "type": ...}` through `serve.errors`.
+starts (serve.cli); an app built with a `loader` loads in the background instead, and /ready
+says 503 until then. Every error leaves as `{"error": ..., "type": ...}` through `serve.api.errors`.
 """
 
 from __future__ import annotations
@@ -20,15 +20,16 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from egovlp.errors import InputError
-from serve import routes_api, routes_ops
+from serve.api import ops_routes, v1_routes
+from serve.api.errors import ServiceError, classify, error_response
+from serve.api.schemas import tighten_openapi
+from serve.api.security import BodyLimitMiddleware, ContentTypeMiddleware, ErrorEnvelopeMiddleware
 from serve.backend import ModelBackend
-from serve.errors import ServiceError, classify, error_response
 from serve.metrics import MetricsMiddleware
-from serve.schemas import tighten_openapi
-from serve.security import BodyLimitMiddleware, ContentTypeMiddleware, ErrorEnvelopeMiddleware
-from serve.state import VERSION, AppState, Settings, load_settings_backend
+from serve.settings import Settings
+from serve.state import VERSION, AppState, load_settings_backend
 
-__all__ = ["Settings", "create_app", "main"]
+__all__ = ["Settings", "create_app"]
 
 
 def create_app(
@@ -66,8 +67,8 @@ def create_app(
 
     for cls in (ServiceError, InputError, RequestValidationError, HTTPException):
         app.add_exception_handler(cls, handle)
-    app.include_router(routes_ops.router)
-    app.include_router(routes_api.router)
+    app.include_router(ops_routes.router)
+    app.include_router(v1_routes.router)
     default_openapi = app.openapi
 
     def openapi() -> dict:
@@ -96,10 +97,3 @@ def create_app(
     app.add_middleware(ErrorEnvelopeMiddleware, on_error=count)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     return app
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`egovlp serve` (see serve.serve_cli)."""
-    from serve.serve_cli import main as serve_main
-
-    return serve_main(argv)

@@ -4,13 +4,15 @@ All three are blocking and run on the service's worker thread (never on the even
 larger than `max_batch` are cut into chunks so a single huge request cannot blow up device memory.
 Embeddings come back raw (`[N, D]` float32); callers L2-normalize for search.
 
-Precision: fp32 on the CPU. On CUDA the encoders autocast to `precision`; by default that is the
-precision the index's features were extracted in (index.json), else fp16. `/info` reports it.
+Precision (docs/design.md D): `--precision` is resolved by `egovlp.precision.resolve_precision` and
+the model's weights are cast once (`EgoVLP.set_precision`); bf16 runs on the CPU too. `auto` takes
+the precision the index's features were extracted in (index.json) when it can run here, so queries
+and rows come from the same numerics; an index of one precision refuses a model running in another
+unless `--allow-foreign-index`, as an index of other weights does. `/info` reports what runs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from typing import Any
@@ -20,11 +22,11 @@ import torch
 
 from egovlp.errors import InputError
 from egovlp.features import model_identity
-from serve.errors import NoIndex
-from serve.index_store import SearchIndex, load_index
+from egovlp.precision import Precision, resolve_precision
+from serve.api.errors import NoIndex
+from serve.index.store import SearchIndex, load_index
 
 logger = logging.getLogger(__name__)
-DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class ModelBackend:
@@ -36,9 +38,10 @@ class ModelBackend:
         index: SearchIndex | None = None,
         max_batch: int = 32,
         model_name: str = "",
-        precision: str = "fp32",
+        precision: Precision | str | None = None,
         allow_foreign_index: bool = False,
     ) -> None:
+        """`precision`: cast the model to it (a resolved Precision or its name); None keeps the model's."""
         self.model = model
         self.index = index
         self.max_batch = max_batch
@@ -48,13 +51,15 @@ class ModelBackend:
         self.img_size = int(cfg.video.img_size)
         self.num_frames = int(min(4, cfg.video.num_frames))
         self.config_hash = cfg.config_hash()
-        self.precision = precision if model.device.type == "cuda" else "fp32"
-        model.autocast_dtype = DTYPES[self.precision]
+        # hashed before the cast: the hash names the weights as stored, whatever precision they run in
+        self.weights_hash = model_identity(model, self.name).weights_hash
+        if precision is not None:
+            model.set_precision(precision)
+        self.precision: str = getattr(model, "precision", "fp32")
         tokenizer = model.tokenizer
         self.vocab_size = int(tokenizer.vocab_size)
         self.max_tokens = int(tokenizer.max_length)
         self.pad_id = int(tokenizer.pad_id)
-        self.weights_hash = model_identity(model, self.name).weights_hash
         if index is not None:
             self._check_index(index, allow_foreign_index)
 
@@ -75,16 +80,18 @@ class ModelBackend:
             logger.warning(
                 "serving an index built from other weights (%s, model %s)", built, self.weights_hash
             )
+        extracted_in = index.info.get("precision")  # None: not recorded, or files of mixed precision
+        if extracted_in and extracted_in != self.precision:
+            if not allow_foreign:
+                raise InputError(
+                    f"--index: features extracted in {extracted_in}, the model runs in {self.precision}; "
+                    f"pass --precision {extracted_in}, or --allow-foreign-index to serve it anyway"
+                )
+            logger.warning("serving %s features with a %s model", extracted_in, self.precision)
 
     def tokenize(self, text: str) -> list[int]:
         """One text -> its token ids with [CLS]/[SEP], truncated to the model's length."""
         return self.model.tokenizer.encode(text)
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        dtype = DTYPES[self.precision]
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=dtype)
 
     def embed_tokens(self, sequences: list[list[int]]) -> np.ndarray:
         """Token-id lists -> float32 [N, D] (padded per chunk of max_batch, as the tokenizer pads)."""
@@ -98,7 +105,7 @@ class ModelBackend:
                 ids[j, : len(seq)] = torch.tensor(seq, dtype=torch.long)
                 mask[j, : len(seq)] = 1
             device = self.model.device
-            with torch.inference_mode(), self._autocast():
+            with torch.inference_mode():  # the weights are already in self.precision
                 out.append(self.model.embed_text(ids.to(device), mask.to(device)).float())
         return torch.cat(out).cpu().numpy() if out else np.zeros((0, self.dim), np.float32)
 
@@ -153,6 +160,7 @@ def load_backend(
     from egovlp.validate import resolve_device
 
     dev = resolve_device(device)
+    resolve_precision(precision, dev)  # a precision this device cannot run fails before the load
     start = time.perf_counter()
     try:
         model = egovlp.load_model(model_path, device=str(dev))
@@ -172,10 +180,20 @@ def load_backend(
             raise InputError(
                 f"--index {index_dir}: cannot load the index ({type(err).__name__}: {err})"[:300]
             ) from None
-    if precision == "auto":
-        built = index.info.get("precision") if index is not None else None
-        precision = built if built in DTYPES else "fp16"
-    logger.info("loaded %s (%s) in %.1f s", model_path, dev, time.perf_counter() - start)
+    resolved = serving_precision(precision, dev, index)
+    logger.info("loaded %s (%s, %s) in %.1f s", model_path, dev, resolved.name, time.perf_counter() - start)
     return ModelBackend(
-        model, index, max_batch=max_batch, precision=precision, allow_foreign_index=allow_foreign_index
+        model, index, max_batch=max_batch, precision=resolved, allow_foreign_index=allow_foreign_index
     )
+
+
+def serving_precision(requested: str | None, device: torch.device, index: SearchIndex | None) -> Precision:
+    """`--precision` on `device`; `auto` is the index's feature precision when that runs on `device`,
+    else egovlp.precision's choice for the device."""
+    extracted_in = index.info.get("precision") if index is not None else None
+    if requested in (None, "auto") and extracted_in:
+        try:
+            return resolve_precision(extracted_in, device)
+        except InputError:  # fp16 features on a CPU server: the mismatch check names the way out
+            pass
+    return resolve_precision(requested, device)

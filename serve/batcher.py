@@ -24,7 +24,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from serve.errors import QueueFull, TooLarge, Unavailable
+from serve.api.errors import QueueFull, TooLarge, Unavailable
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The service's settings and its explicit, typed state (what the routes share)."""
+"""The explicit, typed state of one app (what the routes share): backend, batchers, decode pool, metrics."""
 
 from __future__ import annotations
 
@@ -7,58 +7,20 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, field
 from typing import Any
 
 import numpy as np
 from fastapi import Request
-from pydantic import ConfigDict, Field
-from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from serve.api.errors import NotReady
 from serve.backend import ModelBackend, load_backend
 from serve.batcher import Batcher
-from serve.decode import DecodePool
-from serve.errors import NotReady
+from serve.decode.pool import DecodePool
 from serve.metrics import Metrics
+from serve.settings import Settings
 
 logger = logging.getLogger(__name__)
 VERSION = "0.2.0"
-
-
-def _limit(default: float, about: str) -> Any:
-    """A service limit: > 0; /info publishes its value, the description says what it bounds."""
-    return Field(default, gt=0, description=about)
-
-
-@pydantic_dataclass(config=ConfigDict(extra="forbid"))
-class Settings:
-    """Everything the service is configured with; /info shows the limits (the max_ and decode_ fields)."""
-
-    model: str | None = None
-    index: str | None = None
-    api_key: str | None = None
-    allowed_roots: list[str] = field(default_factory=list)
-    device: str | None = None
-    precision: str = "auto"
-    allow_foreign_index: bool = False
-    max_batch_text: int = _limit(32, "texts per model batch")
-    max_batch_video: int = _limit(8, "video clips per model batch")
-    max_wait_ms: float = _limit(5.0, "how long a batch waits to fill")
-    max_queue: int = _limit(64, "queued requests per modality before 429")
-    max_queue_items: int = _limit(1024, "queued inputs per modality before 429")
-    max_inputs: int = _limit(256, "inputs in one request")
-    max_text_chars: int = _limit(20_000, "characters in one text")
-    max_body_bytes: int = _limit(64 * 1024 * 1024, "bytes in one request body")
-    max_video_seconds: float = _limit(600.0, "seconds of video in one request")
-    max_windows: int = _limit(64, "clip windows in one video request")
-    decode_timeout_s: float = _limit(30.0, "seconds one video decode may take")
-    max_decodes: int = _limit(4, "decode worker processes")
-    max_decode_waiting: int = _limit(8, "decodes waiting for a worker before 429")
-    max_decode_bytes: int = _limit(256 * 1024 * 1024, "video bytes being decoded or waiting before 429")
-    cors_origins: list[str] = field(default_factory=list)
-
-    def limits(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k.startswith(("max_", "decode_"))}
 
 
 class ClientGone(Exception):

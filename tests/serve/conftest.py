@@ -39,7 +39,7 @@ def video_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def index_dir(micro_model, tmp_path_factory) -> Path:
     """An index over 3 clips of random features plus one row equal to a known text's embedding."""
-    from serve.index import build_index
+    from serve.index.cli import build_index
 
     feats = tmp_path_factory.mktemp("features")
     from egovlp.features import model_identity
@@ -72,8 +72,9 @@ def make_client(micro_model, index_dir, video_root):
     """make_client(**settings) -> a TestClient on a ready app sharing the session's micro model."""
     from fastapi.testclient import TestClient
 
-    from serve.app import Settings, create_app
-    from serve.index import load_index
+    from serve.app import create_app
+    from serve.index.store import load_index
+    from serve.settings import Settings
 
     clients = []
 

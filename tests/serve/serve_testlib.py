@@ -41,8 +41,10 @@ def write_features(
     fmt: str = "pt",
     video_uid: str = "vid",
     weights_hash: str | None = None,
+    precision: str | None = None,
 ) -> None:
-    """One extractor-style feature file + its sidecar (1.875 rows/s windows of 16/30 s)."""
+    """One extractor-style feature file + its sidecar (1.875 rows/s windows of 16/30 s); `precision`
+    is the sidecar's record of what the extractor ran in (absent when None)."""
     folder.mkdir(parents=True, exist_ok=True)
     t = arr.shape[0]
     step = 16 / 30
@@ -69,6 +71,8 @@ def write_features(
         "preset": "nlq",
         "compat": False,
     }
+    if precision is not None:
+        sidecar["precision"] = precision
     (folder / f"{name}.json").write_text(json.dumps(sidecar))
 
 

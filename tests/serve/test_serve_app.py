@@ -62,7 +62,7 @@ def test_video_embeddings_all_input_kinds(make_client, video_root):
     by_path = client.post(
         "/v1/video/embeddings", json={"input": {"path": "a.mp4"}, "start": 0, "end": 3, "window": 1}
     )
-    assert by_path.status_code == 200
+    assert by_path.status_code == 200, by_path.text
     np.testing.assert_allclose(by_path.json()["data"][1]["embedding"], data[1]["embedding"], atol=1e-5)
     with open(path, "rb") as fh:
         upload = client.post(
@@ -167,6 +167,9 @@ def test_live_before_ready_and_info(make_client, micro_model):
         and info["config_hash"] == micro_model.cfg.config_hash()
     )
     assert info["limits"]["max_queue"] == 64 and info["version"]
+    from serve.settings import ServiceLimits
+
+    assert set(info["limits"]) == set(ServiceLimits.model_fields)  # the one definition of the limits
     r = client.post("/v1/search", json={"query": "x"})  # started without an index
     assert r.status_code == 400 and "index" in r.json()["error"]
 

@@ -1,4 +1,4 @@
-"""serve.client: retries with jitter through tenacity, honouring Retry-After in seconds or as an HTTP date."""
+"""egovlp.client: retries with jitter through tenacity, honouring Retry-After in seconds or as an HTTP date."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from serve.client import EgoVLPClient, ServiceError, retry_after_seconds
+from egovlp.client import EgoVLPClient, ServiceError, retry_after_seconds
 
 
 def test_retry_after_forms():

@@ -1,4 +1,4 @@
-"""A real uvicorn on 127.0.0.1: the stock openai client, serve.client, hostile uploads, dropped requests."""
+"""A real uvicorn on 127.0.0.1: the stock openai client, egovlp.client, hostile uploads, dropped requests."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ def _free_port() -> int:
 
 @pytest.fixture
 def live_server(micro_model, index_dir, video_root):
-    from serve.app import Settings, create_app
-    from serve.index import load_index
+    from serve.app import create_app
+    from serve.index.store import load_index
+    from serve.settings import Settings
 
     servers = []
 
@@ -57,7 +58,7 @@ def live_server(micro_model, index_dir, video_root):
 
 
 def test_openai_client_and_own_client(live_server, micro_model):
-    from serve.client import EgoVLPClient, ServiceError
+    from egovlp.client import EgoVLPClient, ServiceError
 
     url = live_server()
     client = openai.OpenAI(base_url=url + "/v1", api_key="k3y", max_retries=0)
@@ -95,8 +96,8 @@ def test_hostile_upload_refused_quickly(live_server):
 def test_decode_timeout_kills_the_worker(video_root):
     from serve_testlib import hanging_decoder
 
-    from serve.decode import DecodePool, WindowSpec
-    from serve.errors import DecodeTimeout
+    from serve.api.errors import DecodeTimeout
+    from serve.decode.pool import DecodePool, WindowSpec
 
     pool = DecodePool(max_workers=1)
     pool.worker_target = hanging_decoder

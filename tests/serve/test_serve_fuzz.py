@@ -23,8 +23,9 @@ BUDGET_S = 60.0
 
 @pytest.fixture(scope="module")
 def api_schema(micro_model, index_dir, video_root):
-    from serve.app import Settings, create_app
-    from serve.index import load_index
+    from serve.app import create_app
+    from serve.index.store import load_index
+    from serve.settings import Settings
 
     backend = ModelBackend(micro_model, load_index(index_dir, use_gpu=False))
     app = create_app(

@@ -9,8 +9,8 @@ import pytest
 from serve_testlib import write_features
 
 from egovlp.errors import InputError
-from serve.index import add_to_index, build_index, l2_normalize, load_index, main
-from serve.index_features import FeatureFolderSource
+from serve.index.cli import add_to_index, build_index, l2_normalize, load_index, main
+from serve.index.features import FeatureFolderSource
 
 
 def _clustered(n: int, dim: int = 16, centers: int = 20, seed: int = 0) -> np.ndarray:
@@ -82,7 +82,7 @@ def test_incremental_add(tmp_path):
 def test_failed_add_leaves_the_previous_index_whole(tmp_path, monkeypatch):
     import errno
 
-    import serve.index_store as store
+    import serve.index.store as store
 
     feats, new = tmp_path / "f", tmp_path / "new"
     write_features(feats, "old", _clustered(4, seed=3), "h1")

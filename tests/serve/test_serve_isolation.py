@@ -79,6 +79,7 @@ def test_content_type_415_and_allow_on_405(make_client):
         for ctype in ("text/plain", "application/x-www-form-urlencoded"):
             r = client.post(route, content=b'{"input": "x"}', headers={"content-type": ctype})
             assert r.status_code == 415 and r.json()["type"] == "unsupported_media_type", (route, ctype)
+            assert set(r.json()) == {"error", "type"} and ctype in r.json()["error"]
     r = client.get("/v1/embeddings")
     assert r.status_code == 405 and r.headers["allow"] == "POST" and r.json()["type"] == "method_not_allowed"
     r = client.post("/health")
@@ -160,8 +161,8 @@ def test_batcher_isolates_a_failing_request():
 
 
 def test_video_admission_and_extreme_windows(make_client, video_root):
-    from serve.decode import DecodePool
-    from serve.errors import QueueFull
+    from serve.api.errors import QueueFull
+    from serve.decode.pool import DecodePool
 
     client = make_client()
     r = client.post("/v1/video/embeddings", json={"input": {"path": "a.mp4"}, "window": 1e-300})

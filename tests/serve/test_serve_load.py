@@ -13,16 +13,17 @@ import psutil
 import pytest
 from serve_testlib import live_server
 
+from benchmarks.loadtest import GOOD_KINDS, run_load
 from serve.backend import ModelBackend
-from serve.loadtest import GOOD_KINDS, run_load
 
 DURATION_S = 10.0
 
 
 @pytest.fixture
 def server_url(micro_model, index_dir, video_root):
-    from serve.app import Settings, create_app
-    from serve.index import load_index
+    from serve.app import create_app
+    from serve.index.store import load_index
+    from serve.settings import Settings
 
     backend = ModelBackend(micro_model, load_index(index_dir, use_gpu=False))
     settings = Settings(allowed_roots=[str(video_root)], max_decodes=2, decode_timeout_s=20)

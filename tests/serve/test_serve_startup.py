@@ -60,6 +60,9 @@ def broken(tmp_path_factory, model_dir, index_dir):
         "port 99999": (["--model", m, "--port", "99999"], "--port"),
         "bogus log level": (["--model", m, "--log-level", "bogus"], "--log-level"),
         "negative decode timeout": (["--model", m, "--decode-timeout", "-1"], "--decode-timeout"),
+        "fp16 on the CPU": (["--model", m, "--device", "cpu", "--precision", "fp16"], "--precision"),
+        "bogus precision": (["--model", m, "--precision", "fp8"], "--precision"),
+        "zero decode bytes": (["--model", m, "--max-decode-mb", "0"], "--max-decode-mb"),
     }
 
 
@@ -77,6 +80,9 @@ CASES = [
     "port 99999",
     "bogus log level",
     "negative decode timeout",
+    "fp16 on the CPU",
+    "bogus precision",
+    "zero decode bytes",
 ]
 
 
@@ -116,3 +122,29 @@ def test_good_setup_reaches_uvicorn(model_dir, index_dir, monkeypatch):
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
     assert run(["serve", "--model", str(model_dir), "--index", str(index_dir), "--port", "8123"]) == 0
     assert seen["port"] == 8123 and seen["app"].state.egovlp.backend_ is not None  # loaded before start
+
+
+def test_bf16_on_the_cpu_from_the_command_line(model_dir, monkeypatch):
+    import uvicorn
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app))
+    assert run(["serve", "--model", str(model_dir), "--device", "cpu", "--precision", "bf16"]) == 0
+    state = seen["app"].state.egovlp
+    assert state.settings.precision == "bf16" and state.backend_.precision == "bf16"
+    assert state.backend_.model.dtype == torch.bfloat16  # cast, not forced back to fp32
+
+
+def test_limit_flags_come_from_service_limits():
+    from serve.cli import parser, settings_from
+    from serve.settings import MIB, ServiceLimits
+
+    assert settings_from(parser().parse_args(["--model", "m"])).limits() == ServiceLimits().limits()
+    help_text = " ".join(parser().format_help().split())
+    for info in ServiceLimits.model_fields.values():
+        assert " ".join(info.description.split()) in help_text, info.description
+    argv = ["--model", "m", "--max-batch", "64", "--max-body-mb", "2", "--max-queue-items", "7"]
+    s = settings_from(parser().parse_args(argv))
+    assert (s.max_batch_text, s.max_batch_video, s.max_body_bytes, s.max_queue_items) == (64, 16, 2 * MIB, 7)
+    s = settings_from(parser().parse_args([*argv, "--max-batch-video", "3"]))
+    assert s.max_batch_video == 3

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from egovlp.errors import InputError
-from serve.errors import TooLarge
+from serve.api.errors import TooLarge
 
 
 def as_items(value: str | Sequence, name: str = "input") -> tuple[list[str | list[int]], bool]:

@@ -1,16 +1,27 @@
-"""Request hardening: API key check, body size limit while streaming, server-side path confinement."""
+"""Request hardening: API key check, body size limit while streaming, media types, path confinement.
+
+The middlewares here answer before any route runs; their 413 / 415 / 500 bodies still come from the
+one error table (`serve.api.errors.error_response`), as every route's do.
+"""
 
 from __future__ import annotations
 
 import hmac
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from starlette.exceptions import HTTPException
 
-from serve.errors import Forbidden, NotFound, Unauthorized
+from serve.api.errors import (
+    Forbidden,
+    NotFound,
+    TooLarge,
+    Unauthorized,
+    UnsupportedMedia,
+    classify,
+    error_response,
+)
 
 
 def check_api_key(authorization: str | None, api_key: str | None) -> None:
@@ -60,13 +71,9 @@ class BodyLimitMiddleware:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def _reject(self, send) -> None:
-        body = json.dumps(
-            {"error": f"request body larger than {self.max_bytes} bytes", "type": "payload_too_large"}
-        ).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+    async def _reject(self, scope, receive, send) -> None:
+        response = error_response(TooLarge(f"request body larger than {self.max_bytes} bytes"))
+        await response(scope, receive, send)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -79,7 +86,7 @@ class BodyLimitMiddleware:
                 except ValueError:
                     too_big = False
                 if too_big:
-                    await self._reject(send)
+                    await self._reject(scope, receive, send)
                     return
         received = 0
 
@@ -97,7 +104,7 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracked)
         except _BodyTooLarge:
             if not tracked.started:
-                await self._reject(send)
+                await self._reject(scope, receive, send)
 
 
 class _TrackedSend:
@@ -140,16 +147,10 @@ class ContentTypeMiddleware:
             raw = dict(scope.get("headers", [])).get(b"content-type", b"").decode("latin-1")
             ctype = raw.split(";")[0].strip().lower()
             if ctype and ctype not in allowed:
+                err = UnsupportedMedia(f"content-type {ctype!r}: this route takes {' or '.join(allowed)}")
                 if self.on_reject is not None:
-                    self.on_reject("unsupported_media_type")
-                message = f"content-type {ctype!r}: this route takes {' or '.join(allowed)}"
-                body = json.dumps({"error": message, "type": "unsupported_media_type"}).encode()
-                headers = [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ]
-                await send({"type": "http.response.start", "status": 415, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
+                    self.on_reject(classify(err)[1])
+                await error_response(err)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -172,10 +173,8 @@ class ErrorEnvelopeMiddleware:
         try:
             await self.app(scope, receive, tracked)
         except Exception as err:  # noqa: BLE001 - the point of this middleware
-            from serve.errors import error_response
-
             response = error_response(err)
             if self.on_error is not None:
-                self.on_error(json.loads(response.body)["type"])
+                self.on_error(classify(err)[1])
             if not tracked.started:
                 await response(scope, receive, send)

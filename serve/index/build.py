@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from egovlp.errors import InputError
-from serve.index_store import (
+from serve.index.store import (
     FILE_COLUMNS,
     ROWS_FILE,
     RowsWriter,

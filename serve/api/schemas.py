@@ -1,10 +1,24 @@
-"""Pydantic request/response schemas of the HTTP API (request shapes are a DESIGN.md A contract)."""
+"""Pydantic request/response schemas of the HTTP API (the request shapes are a contract, docs/design.md A).
+
+Numbers and flags of the requests are strict: `true` is no number of seconds and `"5"` no k; the
+shapes the design gives (ints where seconds are floats included) are accepted as ever.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat
+
+
+def _no_bool_or_text(value: Any) -> Any:
+    # JSON Schema's integer takes 5 and 5.0 but not true or "5"; pydantic's lax int takes all four
+    if isinstance(value, bool | str | bytes):
+        raise ValueError("expected an integer")
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_no_bool_or_text)]
 
 
 class PathInput(BaseModel):
@@ -25,8 +39,10 @@ class EmbeddingRequest(BaseModel):
     input: str | list[str] | list[int] | list[list[int]]
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = None
-    normalize: bool = Field(True, description="L2-normalize (cosine-ready); false gives the raw projection")
+    dimensions: Integer | None = None
+    normalize: StrictBool = Field(
+        True, description="L2-normalize (cosine-ready); false gives the raw projection"
+    )
 
 
 class VideoEmbeddingRequest(BaseModel):
@@ -35,11 +51,13 @@ class VideoEmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     input: str | PathInput
     model: str | None = None
-    start: float | None = Field(None, ge=0)
-    end: float | None = Field(None, gt=0)
-    window: float | None = Field(None, gt=0, description="cut [start, end] into windows of this many seconds")
+    start: StrictFloat | None = Field(None, ge=0)
+    end: StrictFloat | None = Field(None, gt=0)
+    window: StrictFloat | None = Field(
+        None, gt=0, description="cut [start, end] into windows of this many seconds"
+    )
     encoding_format: Literal["float", "base64"] = "float"
-    normalize: bool = True
+    normalize: StrictBool = True
 
 
 class SearchRequest(BaseModel):
@@ -48,9 +66,9 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     query: str | None = None
     video: str | PathInput | None = None
-    start: float | None = Field(None, ge=0)
-    end: float | None = Field(None, gt=0)
-    k: int = Field(10, ge=1, le=1000)
+    start: StrictFloat | None = Field(None, ge=0)
+    end: StrictFloat | None = Field(None, gt=0)
+    k: Integer = Field(10, ge=1, le=1000)
 
 
 class EmbeddingData(BaseModel):

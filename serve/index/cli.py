@@ -2,25 +2,26 @@
 
 Input: a folder written by `egovlp extract` (`{name}.pt|.npy` + `{name}.json`, read through
 `egovlp.features`); every row is one searchable window. All files must come from the same weights.
-The build streams the rows (index_build), the folder layout and the loaded index live in index_store.
+The build streams the rows (serve.index.build), the folder layout and the loaded index live in
+serve.index.store.
 `--add` appends the files not yet indexed, without retraining.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
+from egovlp.cli_args import OneLineParser
 from egovlp.errors import InputError
 from egovlp.io import remove_stale_temps
 from egovlp.validate import input_dir, output_dir, positive_int
-from serve.index_build import KINDS, TARGET_RECALL, build_from_source, fill
-from serve.index_features import FeatureFolderSource
-from serve.index_store import (
+from serve.index.build import KINDS, TARGET_RECALL, build_from_source, fill
+from serve.index.features import FeatureFolderSource
+from serve.index.store import (
     FILE_COLUMNS,
     ROWS_FILE,
     RowsWriter,
@@ -74,6 +75,8 @@ def add_to_index(features_dir: str | os.PathLike, index_dir: str | os.PathLike) 
     if source.dim != loaded.dim:
         raise InputError(f"{features_dir}: feature dim {source.dim} differs from the index's {loaded.dim}")
     _check_same_weights(source, info, root)
+    if source.identity.get("precision") != info.get("precision"):
+        info["precision"] = None  # rows of mixed precision now, recorded as a build over them would be
     remove_stale_temps(root)
     rows = RowsWriter(root / ROWS_FILE)
     try:
@@ -92,9 +95,7 @@ def add_to_index(features_dir: str | os.PathLike, index_dir: str | os.PathLike) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="egovlp index", description="FAISS index over extracted clip features."
-    )
+    parser = OneLineParser(prog="egovlp index", description="FAISS index over extracted clip features.")
     parser.add_argument("--features", required=True, help="folder of {name}.pt|.npy + {name}.json sidecars")
     parser.add_argument("--out", required=True, help="index folder to write (INDEX_DIR)")
     parser.add_argument("--add", action="store_true", help="append new files to the existing index at --out")

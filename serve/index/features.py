@@ -17,15 +17,15 @@ import numpy as np
 
 from egovlp.errors import InputError
 from egovlp.features import (
-    ROWS_PER_SECOND,
     check_same_identity,
     list_feature_files,
     read_matrix,
     read_sidecar,
     sidecar_path,
 )
-from serve.index_build import CHUNK_ROWS, Chunk, files_dict
-from serve.index_store import l2_normalize
+from egovlp.timebase import ROWS_PER_SECOND
+from serve.index.build import CHUNK_ROWS, Chunk, files_dict
+from serve.index.store import l2_normalize
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """A small synchronous client for `egovlp serve`, with retries on 429/503 and connection errors.
 
-    from serve.client import EgoVLPClient
+    from egovlp.client import EgoVLPClient
     with EgoVLPClient("http://127.0.0.1:8000", api_key=None) as c:
         vecs = c.embed_text(["#C C opens the fridge"])          # list of 256-d lists
         hits = c.search("#C C opens the fridge", k=5)          # [{score, clip_uid, ...}]

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from serve.schemas import error_responses
+from serve.api.schemas import error_responses
 from serve.state import VERSION, AppState, get_state
 
 router = APIRouter()

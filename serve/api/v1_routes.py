@@ -20,9 +20,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from egovlp.errors import InputError
-from serve.decode import WindowSpec, check_spec, frames_to_clips
-from serve.inputs import materialize, materialize_upload
-from serve.schemas import (
+from serve.api.schemas import (
     TEXT_ERRORS,
     VIDEO_ERRORS,
     VIDEO_OPENAPI_BODY,
@@ -33,9 +31,11 @@ from serve.schemas import (
     VideoEmbeddingRequest,
     VideoEmbeddingResponse,
 )
-from serve.security import check_api_key
+from serve.api.security import check_api_key
+from serve.api.text_inputs import prepare
+from serve.api.video_inputs import materialize, materialize_upload
+from serve.decode.pool import WindowSpec, check_spec, frames_to_clips
 from serve.state import AppState, ClientGone, get_state
-from serve.text_inputs import prepare
 
 CLIENT_GONE = 499  # nginx's "client closed request": nobody reads it, the metrics count it
 
@@ -81,8 +81,9 @@ async def token_ids(state: AppState, value, name: str) -> list[list[int]]:
 
 async def embed_video_file(request: Request, state: AppState, path: str, spec: WindowSpec, name: str):
     """Decode (bounded pool, 429 when full) -> transform -> video batcher; (windows, vectors)."""
-    started = asyncio.get_running_loop().time()
     async with state.decode_pool.slot(os.path.getsize(path)):
+        # timed from the slot on: the decode stage's own cost, not the wait for a worker
+        started = asyncio.get_running_loop().time()
         windows, frames = await state.decode_pool.decode(path, spec, state.settings.decode_timeout_s, name)
     clips = await asyncio.to_thread(frames_to_clips, frames, state.backend().img_size)
     state.metrics.decode_seconds.observe(asyncio.get_running_loop().time() - started)

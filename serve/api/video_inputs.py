@@ -16,9 +16,9 @@ import tempfile
 from collections.abc import Iterator, Sequence
 
 from egovlp.errors import InputError
-from serve.errors import UnsupportedMedia
-from serve.schemas import PathInput
-from serve.security import confine_path
+from serve.api.errors import UnsupportedMedia
+from serve.api.schemas import PathInput
+from serve.api.security import confine_path
 
 _DATA_URL = re.compile(
     r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.I

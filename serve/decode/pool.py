@@ -2,7 +2,7 @@
 
 A hostile file (garbage bytes, a codec bomb, a container that makes FFmpeg spin) must not hang or
 crash the server: decoding runs in `max_workers` long-lived worker processes started from a
-forkserver (a clean single-threaded process that preloaded `serve.decode_child`), never forked from
+forkserver (a clean single-threaded process that preloaded `serve.decode.child`), never forked from
 the threaded service. At most `max_workers` decodes run at once and `max_waiting` more may wait,
 and the bytes of the videos in flight are bounded; beyond that `DecodePool.slot` answers 429 at once.
 Past `timeout` seconds a worker is killed (and replaced) and its request fails with DecodeTimeout;
@@ -25,13 +25,22 @@ import torch
 
 from egovlp.errors import InputError, VideoReadError
 from egovlp.transforms import eval_transform
-from serve.decode_child import WindowSpec, check_spec, plan_windows, serve_forever
-from serve.errors import DecodeTimeout, QueueFull, TooLarge
+from serve.api.errors import DecodeTimeout, QueueFull, TooLarge
+from serve.decode.child import WindowSpec, check_spec, plan_windows, serve_forever
 
 __all__ = ["DecodePool", "WindowSpec", "check_spec", "frames_to_clips", "plan_windows"]
 logger = logging.getLogger(__name__)
-# what the forkserver imports once, so that each worker starts by a cheap fork (missing ones are skipped)
-_PRELOAD = ["serve.decode_child", "egovlp.video", "av", "decord", "torchcodec.decoders"]
+# what the forkserver imports once, so that each worker starts by a cheap fork (missing ones are
+# skipped). egovlp.video resizes through torchvision, imported on first use: preloaded, so the first
+# decode of each worker does not spend seconds of its timeout importing torch.
+_PRELOAD = [
+    "serve.decode.child",
+    "egovlp.video",
+    "av",
+    "decord",
+    "torchcodec.decoders",
+    "torchvision.transforms.v2.functional",
+]
 
 
 def _context() -> mp.context.BaseContext:

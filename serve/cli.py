@@ -2,22 +2,26 @@
 
 Every setting is checked and the model and index are loaded before the server starts, so a broken
 setup (a random-bytes model, a corrupt index, `--device cuda` without a GPU, `--max-batch 0`,
-`--port 99999`, an index from other weights) is one line and exit 2, never a "healthy" server.
-With `--workers N` each uvicorn worker process loads its own copy (after the same check here).
+`--port 99999`, an index from other weights or another precision) is one line and exit 2, never a
+"healthy" server. With `--workers N` each uvicorn worker process loads its own copy (after the same
+check here). The limit flags are made from `serve.settings.ServiceLimits` (defaults and help); this
+module imports the app factory, never the reverse.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import logging
 import os
+import typing
 
+from egovlp.cli_args import OneLineParser
 from egovlp.errors import InputError
+from egovlp.precision import PRECISIONS
 from egovlp.validate import input_dir, positive_float, positive_int, resolve_device
 from serve.app import create_app
-from serve.state import Settings, load_settings_backend
+from serve.settings import ServiceLimits, Settings
+from serve.state import load_settings_backend
 
 SETTINGS_ENV = "EGOVLP_SERVE_SETTINGS"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -33,8 +37,36 @@ def port_number(text: str) -> int:
     return port
 
 
+def _limit_flags() -> list[tuple[str, str, int]]:
+    """(field, flag, unit) of every ServiceLimits field: `--field-name` unless the field names its flag."""
+    out = []
+    for name, info in ServiceLimits.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        out.append((name, str(extra.get("flag") or "--" + name.replace("_", "-")), int(extra.get("unit", 1))))
+    return out
+
+
+def add_limit_arguments(p: argparse.ArgumentParser) -> None:
+    """One flag per service limit; its default and help are the ServiceLimits field's."""
+    hints = typing.get_type_hints(ServiceLimits)
+    group = p.add_argument_group("limits (published by /info)")
+    for name, flag, unit in _limit_flags():
+        info = ServiceLimits.model_fields[name]
+        counts = hints[name] in (int, int | None) and unit == 1
+        default = None if info.default is None else info.default / unit
+        shown = "" if default is None else f" (default {default:g})"
+        group.add_argument(
+            flag,
+            dest=name,
+            type=positive_int if counts else positive_float,
+            default=default,
+            metavar="N" if counts else ("MIB" if unit != 1 else "X"),
+            help=f"{info.description}{shown}",
+        )
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="egovlp serve", description="EgoVLP embedding and search HTTP service.")
+    p = OneLineParser(prog="egovlp serve", description="EgoVLP embedding and search HTTP service.")
     p.add_argument("--model", required=True, help="checkpoint (.pth) or model directory")
     p.add_argument("--index", default=None, help="index folder from `egovlp index`")
     p.add_argument("--host", default="127.0.0.1")
@@ -52,19 +84,14 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument(
-        "--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
-        help="CUDA autocast (auto: the index's feature precision, else fp16); always fp32 on the CPU",
+        "--precision", default="auto", choices=PRECISIONS,
+        help="weights and compute (egovlp.precision); auto: the index's feature precision when it "
+             "records one, else bf16 on CUDA, fp32 on a CPU without a bf16 matrix engine",
     )  # fmt: skip
-    p.add_argument("--allow-foreign-index", action="store_true", help="serve an index from other weights")
-    p.add_argument("--max-batch", type=positive_int, default=32, help="text batch size (video: a quarter)")
-    p.add_argument("--max-wait-ms", type=positive_float, default=5.0, help="how long a batch waits to fill")
     p.add_argument(
-        "--max-queue", type=positive_int, default=64, help="queued requests per modality before 429"
-    )
-    p.add_argument("--max-body-mb", type=positive_float, default=64.0, help="request body limit")
-    p.add_argument("--max-decodes", type=positive_int, default=4, help="video decode worker processes")
-    p.add_argument(
-        "--decode-timeout", dest="decode_timeout_s", type=positive_float, default=30.0, help="per decode, s"
+        "--allow-foreign-index",
+        action="store_true",
+        help="serve an index from other weights or another precision",
     )
     p.add_argument(
         "--keep-alive", type=positive_float, default=30.0, help="seconds an idle connection stays open"
@@ -73,29 +100,23 @@ def parser() -> argparse.ArgumentParser:
         "--cors-origin", dest="cors_origins", action="append", default=[], help="allow this origin"
     )
     p.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS)
+    add_limit_arguments(p)
     return p
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    """The flags named after a Settings field carry over as they are; three are converted."""
-    fields = {f.name for f in dataclasses.fields(Settings)}
-    same = {name: value for name, value in vars(args).items() if name in fields}
-    return Settings(
-        **same,
-        max_batch_text=args.max_batch,
-        max_batch_video=max(1, args.max_batch // 4),
-        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-    )
-
-
-def load(settings: Settings):
-    return load_settings_backend(settings)
+    """The flags named after a Settings field carry over; limits given in units (MiB) become bytes."""
+    values = {name: value for name, value in vars(args).items() if name in Settings.model_fields}
+    for name, _, unit in _limit_flags():
+        if unit != 1 and values.get(name) is not None:
+            values[name] = int(values[name] * unit)
+    return Settings(**values)
 
 
 def worker_app():
     """uvicorn factory for `--workers N`: each worker process loads its own backend."""
-    settings = Settings(**json.loads(os.environ[SETTINGS_ENV]))
-    return create_app(settings, backend=load(settings))
+    settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
+    return create_app(settings, backend=load_settings_backend(settings))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which SIMD build it picked: noise
     settings = settings_from(args)
-    backend = load(settings)  # InputError (one line, exit 2) for a model or index that cannot serve
+    backend = load_settings_backend(settings)  # InputError (one line, exit 2) when it cannot serve
     import uvicorn
 
     if args.workers == 1:
@@ -121,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     del backend  # checked; every worker loads its own
-    os.environ[SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
+    os.environ[SETTINGS_ENV] = settings.model_dump_json()
     uvicorn.run(
-        "serve.serve_cli:worker_app",
+        "serve.cli:worker_app",
         factory=True,
         host=args.host,
         port=args.port,
