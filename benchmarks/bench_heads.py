@@ -27,16 +27,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from egovlp.config import find_config  # noqa: E402
 from egovlp.formats.ego4d import read_json, read_moments, read_nlq, read_vq2d  # noqa: E402
-from heads.metrics import mq_metrics, nlq_metrics, vq2d_metrics  # noqa: E402
+from egovlp.metrics import mq_metrics, nlq_metrics, vq2d_metrics  # noqa: E402
 from heads.mq.predict import predict_mq  # noqa: E402
 from heads.mq.train import train_mq  # noqa: E402
 from heads.nlq.predict import predict_nlq  # noqa: E402
 from heads.nlq.train import train_nlq  # noqa: E402
 from heads.vq2d.predict import challenge_file, predict_vq2d  # noqa: E402
 from heads.vq2d.train import train_vq2d  # noqa: E402
-
-CONFIGS = ROOT / "configs" / "heads"
 
 
 def egovlp(*args: str) -> None:
@@ -58,7 +57,7 @@ def prepare(args: argparse.Namespace, out: Path) -> dict[str, Path]:
             import egovlp as lib
 
             torch.manual_seed(0)
-            lib.create_model(str(ROOT / "configs/model/tiny.yaml")).save_pretrained(str(model))
+            lib.create_model("tiny").save_pretrained(str(model))
     common = ["--model", str(model), "--videos", str(data / "videos"), "--no-progress"]
     for split in ("train", "val"):
         egovlp("extract", *common, "--preset", "nlq", "--input", str(data / f"nlq_{split}.json"), "--out",
@@ -145,7 +144,18 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="torch threads for the heads (1 is fastest for these tiny models on a busy 2-core box)",
     )
-    args = p.parse_args(argv)
+    p.add_argument(
+        "--ablations",
+        action="store_true",
+        help="run benchmarks/ablations.py instead (NFM, PRVQL stages, ASL over 3 world seeds)",
+    )
+    args, rest = p.parse_known_args(argv)
+    if args.ablations:  # its own options follow (--seeds, --videos, --epochs, --out)
+        from benchmarks.ablations import main as ablations_main
+
+        return ablations_main(rest + (["--epochs", str(args.epochs)] if args.epochs else []))
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
     torch.set_num_threads(args.threads)
     out = args.out.resolve()
     t0 = time.perf_counter()
@@ -162,12 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         feats / "clip",
         feats / "text_train",
         runs / "nlq",
-        config=CONFIGS / "nlq.yaml",
+        config=find_config("heads", "nlq"),
         overrides=over,
         **quiet,
     )
     pred = predict_nlq(
-        runs / "nlq" / "checkpoint.pt",
+        runs / "nlq",
         data / "nlq_val.json",
         feats / "clip",
         feats / "text_val",
@@ -182,10 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     timings["nlq"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    train_mq(data / "moments_train.json", [str(feats / "clip")], runs / "mq", config=CONFIGS / "mq.yaml",
+    train_mq(data / "moments_train.json", [str(feats / "clip")], runs / "mq", config=find_config("heads", "mq"),
              overrides=over, **quiet)  # fmt: skip
     pred = predict_mq(
-        runs / "mq" / "checkpoint.pt",
+        runs / "mq",
         data / "moments_val.json",
         [str(feats / "clip")],
         out / "mq_pred.json",
@@ -197,10 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     timings["mq"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    train_vq2d(data / "vq_train.json", feats / "vq2d", runs / "vq2d", config=CONFIGS / "vq2d.yaml", overrides=over,
+    train_vq2d(data / "vq_train.json", feats / "vq2d", runs / "vq2d", config=find_config("heads", "vq2d"), overrides=over,
                **quiet)  # fmt: skip
     pred = predict_vq2d(
-        runs / "vq2d" / "checkpoint.pt", data / "vq_val.json", feats / "vq2d", out / "vq2d_pred.json", **quiet
+        runs / "vq2d", data / "vq_val.json", feats / "vq2d", out / "vq2d_pred.json", **quiet
     )
     gt = read_json(data / "vq_val.json")
     rows["vq2d"] = {

@@ -1,8 +1,8 @@
 """`egovlp heads train|predict nlq|mq|vq2d ...`: train a head on cached features or write its predictions.
 
-    egovlp heads train nlq --config configs/heads/nlq.yaml --ann nlq_train.json \
+    egovlp heads train nlq --ann nlq_train.json \
         --features feats/nlq --text-features feats/text_train --out runs/nlq
-    egovlp heads predict nlq --checkpoint runs/nlq/checkpoint.pt --ann nlq_val.json \
+    egovlp heads predict nlq --checkpoint runs/nlq --ann nlq_val.json \
         --features feats/nlq --text-features feats/text_val --out nlq_pred.json
     egovlp eval nlq --gt nlq_val.json --pred nlq_pred.json
 
@@ -18,14 +18,15 @@ import logging
 import sys
 from pathlib import Path
 
+from egovlp.cli_args import OneLineParser
+from egovlp.precision import PRECISIONS
 from egovlp.validate import non_negative_int, positive_float, positive_int
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "heads"
 
 TASKS = {
     "nlq": "NLQ span localization (VSLNet-style) on [T, 256] clip features + query text features",
     "mq": "Moment queries: ActionFormer-style multi-scale detector (focal + DIoU, Soft-NMS, optional ASL)",
     "vq2d": "VQ2D: query-to-frame attention + spatio-temporal transformer + anchor boxes on frame grids",
+    "grounding": "EgoMask grounding: per-frame presence + patch masks from frame grids and text tokens",
 }
 
 
@@ -34,7 +35,7 @@ def _module(task: str, action: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="egovlp heads", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="egovlp heads", description=__doc__.split("\n")[0])
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, summary in (
         ("train", "train a head"),
@@ -49,21 +50,33 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--threads", type=positive_int, help="torch CPU threads (small heads often run fastest on 1)"
             )
+            p.add_argument(
+                "--precision", choices=PRECISIONS, default=None,
+                help="auto (bf16 on CUDA, fp32 on the CPU), fp32, bf16, fp16 (train: overrides the config's)",
+            )  # fmt: skip
             if action == "train":
                 p.add_argument(
-                    "--config", type=Path, help=f"YAML options (default configs/heads/{task}.yaml)"
+                    "--config", help=f"a packaged heads config name or a YAML (default: the packaged {task})"
                 )
                 p.add_argument(
-                    "--out", required=True, type=Path, help="run folder: checkpoint.pt, config.json"
+                    "--out",
+                    required=True,
+                    type=Path,
+                    help="run folder: config.json, metrics.jsonl, final/, ...",
                 )
+                p.add_argument(
+                    "--resume", nargs="?", const="latest", default=None,
+                    help="continue from the run folder's latest checkpoint, or from the one given",
+                )  # fmt: skip
                 p.add_argument("--epochs", type=positive_int, help="override the config's epochs")
                 p.add_argument("--seed", type=non_negative_int, help="override the config's seed")
                 p.add_argument("--lr", type=positive_float, help="override the config's learning rate")
                 p.add_argument("--batch-size", type=positive_int, help="override the config's batch size")
             else:
                 p.add_argument(
-                    "--checkpoint", required=True, type=Path, help="checkpoint.pt from `heads train`"
-                )
+                    "--checkpoint", required=True, type=Path,
+                    help="the run folder of `heads train` (its final/), or a checkpoint folder",
+                )  # fmt: skip
                 p.add_argument("--out", required=True, type=Path, help="prediction JSON to write")
             _module(task, action).add_arguments(p)
     return parser
@@ -75,12 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    if args.action == "train":
-        if args.config is None and (CONFIGS / f"{args.task}.yaml").is_file():
-            args.config = CONFIGS / f"{args.task}.yaml"
-        overrides = {"epochs": args.epochs, "seed": args.seed, "lr": args.lr, "batch_size": args.batch_size}
+    if args.action == "train":  # config None: heads.common finds the packaged heads/<task>.yaml
+        overrides = {"epochs": args.epochs, "seed": args.seed, "lr": args.lr, "batch_size": args.batch_size,
+                     "precision": args.precision}  # fmt: skip
         args.options = {"config": args.config, "overrides": overrides, "device": args.device,
-                        "show_progress": not args.quiet}  # fmt: skip
+                        "show_progress": not args.quiet, "resume": args.resume}  # fmt: skip
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"

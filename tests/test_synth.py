@@ -23,7 +23,7 @@ from egovlp.synth.render import render_video
 from egovlp.synth.world import make_world
 
 # 7 videos, 5 of them val: inter questions need 4 other val videos; 30 s gives ~6 actions a video
-ARGS = {"videos": 7, "val_videos": 5, "duration": 30.0, "short_side": 64, "seed": 3}
+ARGS = {"videos": 7, "val_videos": 5, "duration": 30.0, "short_side": 64, "seed": 3, "egomask_videos": 3}
 ANNOTATION_FILES = [
     "egoclip.csv",
     "egomcq.json",
@@ -84,8 +84,13 @@ def test_files_exist_and_parse(data, world):
     # videos/ holds exactly the world's videos: the narrated ones and the state-change ones
     fho_uids = {c.video_uid for s in ("train", "val") for c in read_fho(data / f"fho_oscc-pnr_{s}.json")}
     assert not fho_uids & set(split["train"] + split["val"])
+    grounding = [
+        v
+        for s in ("train", "val")
+        for v in json.loads((data / "egomask" / s / "meta.json").read_text())["videos"]
+    ]
     assert sorted(p.stem for p in (data / "videos").glob("*.mp4")) == sorted(
-        [*split["train"], *split["val"], *fho_uids]
+        [*split["train"], *split["val"], *fho_uids, *grounding]
     )
 
     header = (data / "egoclip.csv").read_text().splitlines()[0]
@@ -109,8 +114,8 @@ def test_files_exist_and_parse(data, world):
 def test_same_seed_same_bytes_other_seed_differs(data, tmp_path):
     # the annotation files do not depend on the videos: annotations-only reproduces the fixture's
     a, b = tmp_path / "a", tmp_path / "b"
-    assert main([str(a), "--annotations-only", "--videos", "7", "--val-videos", "5", "--duration", "30",
-                 "--short-side", "64", "--seed", "3"]) == 0  # fmt: skip
+    sizes = ["--videos", "7", "--val-videos", "5", "--duration", "30", "--short-side", "64"]
+    assert main([str(a), "--annotations-only", *sizes, "--seed", "3"]) == 0
     synthesize(b, render=False, **{**ARGS, "seed": 4})
     for name in ANNOTATION_FILES:
         assert (a / name).read_bytes() == (data / name).read_bytes(), name
@@ -259,11 +264,11 @@ def test_moments_label_every_action(data, world):
 
 
 def test_worker_pool_matches_single_process(tmp_path):
-    args = {"videos": 2, "val_videos": 1, "duration": 8.0, "short_side": 32, "seed": 1}
+    args = {"videos": 2, "val_videos": 1, "duration": 8.0, "short_side": 32, "seed": 1, "egomask_videos": 3}
     synthesize(tmp_path / "one", workers=1, **args)
     synthesize(tmp_path / "two", workers=2, **args)
     one = sorted((tmp_path / "one" / "videos").glob("*.mp4"))
-    assert len(one) == 2 + 2  # the narrated videos and (at least 2) state-change videos
+    assert len(one) == 2 + 2 + 3  # the narrated videos, (at least 2) state-change and 3 grounding videos
     for path in one:
         assert path.read_bytes() == (tmp_path / "two" / "videos" / path.name).read_bytes()
 

@@ -18,6 +18,12 @@ from pathlib import Path
 from egovlp.errors import InputError
 from egovlp.procs import die_with_parent
 from egovlp.synth.annotations import write_annotations
+from egovlp.synth.egomask import (
+    GroundingPlan,
+    make_grounding_world,
+    render_grounding_frame,
+    write_grounding_split,
+)
 from egovlp.synth.fho import FHOVideoPlan, make_fho_world, render_fho_frame
 from egovlp.synth.fho_annotations import write_fho_annotations
 from egovlp.synth.render import render_frame, render_video
@@ -36,9 +42,13 @@ DEFAULT_SHORT_SIDE = 256
 MIN_DURATION = 8.0
 
 
-def _render_job(job: tuple[VideoPlan | FHOVideoPlan, str, int]) -> str:
+def _render_job(job: tuple[VideoPlan | FHOVideoPlan | GroundingPlan, str, int]) -> str:
     plan, path, short_side = job
-    frame_fn = render_fho_frame if isinstance(plan, FHOVideoPlan) else render_frame
+    frame_fn = render_frame
+    if isinstance(plan, FHOVideoPlan):
+        frame_fn = render_fho_frame
+    elif isinstance(plan, GroundingPlan):
+        frame_fn = render_grounding_frame
     render_video(plan, Path(path), short_side, frame_fn)
     return plan.video_uid
 
@@ -54,12 +64,15 @@ def synthesize(
     render: bool = True,
     progress: bool = False,
     fho_videos: int | None = None,
+    egomask_videos: int | None = None,
 ) -> dict:
     """Write the synthetic dataset into out_dir; returns a summary (counts, sizes, seconds).
 
     `val_videos` defaults to a quarter of the videos (at least one); `render=False` writes the
     annotation files only (they do not depend on the videos). `fho_videos` (default a quarter of
-    `videos`, at least 2) state-change videos of 4 clips each go to `videos/` too (egovlp.synth.fho).
+    `videos`, at least 2) state-change videos of 4 clips each go to `videos/` too (egovlp.synth.fho), and
+    so do `egomask_videos` (default 3/5 of `videos` rounded to a multiple of 3, at least 6) grounding
+    videos, annotated in EgoMask's layout under `egomask/{train,val}/` (egovlp.synth.egomask).
     """
     if videos < 2:
         raise InputError(f"--videos {videos}: need at least 2 (train and val)")
@@ -81,21 +94,30 @@ def synthesize(
     if n_fho < 2:
         raise InputError(f"--fho-videos {n_fho}: need at least 2 (train and val)")
 
+    n_ground = max(6, videos * 3 // 5 // 3 * 3) if egomask_videos is None else egomask_videos
+    if n_ground < 3:
+        raise InputError(f"--egomask-videos {n_ground}: need at least 3 (train and val)")
+
     t0 = time.perf_counter()
     plans = make_world(videos, seed, float(duration), n_val)
     fho_plans = make_fho_world(n_fho, seed, max(1, round(n_fho / 4)))
+    ground_plans = make_grounding_world(n_ground, seed)
     out.mkdir(parents=True, exist_ok=True)
     if render:
         video_dir = out / "videos"
         video_dir.mkdir(exist_ok=True)
         # the narrated videos and the state-change videos share one folder (uids never collide)
-        jobs = [(p, str(video_dir / f"{p.video_uid}.mp4"), short_side) for p in [*plans, *fho_plans]]
+        jobs = [
+            (p, str(video_dir / f"{p.video_uid}.mp4"), short_side)
+            for p in [*plans, *fho_plans, *ground_plans]
+        ]
         stale = {f.name for f in video_dir.glob("*.mp4")} - {Path(j[1]).name for j in jobs}
         if stale:
             # not ours to delete, but consumers that list the folder would pick them up
             log.warning("%s holds %d video(s) that are not part of this dataset", video_dir, len(stale))
         _run_jobs(jobs, workers, progress)
     counts = write_fho_annotations(out, fho_plans)  # before world.json, which marks a complete folder
+    counts.update(write_grounding_split(out, ground_plans, short_side))
     counts.update(write_annotations(out, plans, seed, short_side))
     width, height = frame_size(short_side)
     return {
@@ -112,7 +134,9 @@ def synthesize(
     }
 
 
-def _run_jobs(jobs: list[tuple[VideoPlan | FHOVideoPlan, str, int]], workers: int, progress: bool) -> None:
+def _run_jobs(
+    jobs: list[tuple[VideoPlan | FHOVideoPlan | GroundingPlan, str, int]], workers: int, progress: bool
+) -> None:
     from tqdm import tqdm
 
     def bar() -> tqdm:
@@ -150,8 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="egovlp synth",
         description="Write the synthetic egocentric dataset: videos/{video_uid}.mp4, egoclip.csv, egomcq.json, "
-        "nlq/moments/vq_{train,val}.json, verb/noun taxonomies, split.json, world.json, and the object "
-        "state changes: their own videos (also in videos/) with fho_oscc-pnr_{train,val}.json.",
+        "nlq/moments/vq_{train,val}.json, verb/noun taxonomies, split.json, world.json, the object "
+        "state changes: their own videos (also in videos/) with fho_oscc-pnr_{train,val}.json, and the "
+        "grounding split in EgoMask's layout: egomask/{train,val}/ (its videos in videos/ too).",
     )
     p.add_argument("out_dir", help="output folder (created; existing files of the dataset are replaced)")
     add_world_arguments(p)
@@ -167,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=None,
         help="state-change videos, 4 OSCC/PNR clips each (default a quarter of --videos, at least 2)",
+    )
+    p.add_argument(
+        "--egomask-videos",
+        type=positive_int,
+        default=None,
+        help="grounding videos in EgoMask's layout under egomask/ (default 3/5 of --videos, at least 6)",
     )
     p.add_argument("--annotations-only", action="store_true", help="write the annotation files, no videos")
     return p

@@ -1,0 +1,1 @@
+"""Text-to-mask grounding head on cached patch grids and text token features (EgoMask)."""
