@@ -10,6 +10,7 @@ import logging
 import sys
 
 from egovlp import training
+from egovlp.precision import PRECISIONS
 from egovlp.validate import (
     input_dir,
     input_file,
@@ -26,7 +27,7 @@ WORKFLOW = """\
 Fine-tune EgoVLP's video tower end to end for Ego4D object state changes (DESIGN.md B.7):
 OSCC (did the object change state? 2 classes) and PNR (which of the 16 frames, 2 fps over the
 8 s clip, is the point of no return? 16 classes). Cross-entropy, 10 epochs at the pretraining
-learning rate by default; bf16 on CUDA, fp32 on the CPU.
+learning rate by default; --precision auto is bf16 on CUDA, fp32 on the CPU.
 
 workflow, from the released checkpoint and the FHO annotations to an eval table:
 
@@ -79,7 +80,9 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=non_negative_int, default=None)
     p.add_argument("--checkpoint-every", type=non_negative_int, default=None, help="steps (0: every epoch)")
     p.add_argument("--keep-checkpoints", type=positive_int, default=None)
-    p.add_argument("--mixed-precision", default=None, help="auto (bf16 on CUDA, fp32 on CPU), no, bf16, fp16")
+    p.add_argument(
+        "--precision", choices=PRECISIONS, default=None, help="auto (default: bf16 on CUDA), fp32, bf16, fp16"
+    )
     p.add_argument("--resume", nargs="?", const="latest", default=None, help="continue from a checkpoint")
     p.add_argument("--num-processes", type=int, default=1, help="processes on this machine (torchrun)")
     p.add_argument("--summary", default=None, help="write the run summary JSON here")
@@ -99,7 +102,7 @@ def train_main(argv: list[str]) -> int:
     fields = {f.name for f in dataclasses.fields(FinetuneConfig)}  # the parser's names are the config's
     options = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     cfg = config_from_dict(FinetuneConfig, options, "options")
-    training.resolve_precision(cfg.mixed_precision, "--mixed-precision")
+    training.training_precision(cfg.precision)  # fp16 on a CPU: refused before anything starts
     if args.num_processes > 1 and not training.launched():
         return training.relaunch("finetune.cli", argv, args.num_processes)
 

@@ -9,6 +9,7 @@ from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveIn
 from pydantic.dataclasses import dataclass
 
 from egovlp.config import STRICT_KEYS
+from egovlp.training import PrecisionName
 
 # B.7: 10 epochs at the pretraining learning rate (EgoVLP pretrained at 3e-5)
 DEFAULT_EPOCHS = 10
@@ -36,7 +37,7 @@ class FinetuneConfig:
     seed: NonNegativeInt = 0
     checkpoint_every: NonNegativeInt = 0  # steps; 0 = at the end of every epoch
     keep_checkpoints: PositiveInt = 2
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    precision: PrecisionName = "auto"  # egovlp.precision's vocabulary; CPU bf16 = autocast, fp32 weights
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

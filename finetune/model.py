@@ -9,11 +9,12 @@ train clips and did not localize; a head on one frame's change from the previous
 still loadable) was confused by the hand's motion, which a contrast over all frames averages out.
 The tower starts from an EgoVLP checkpoint (.pth), a converted folder, a timm
 image ViT (`vit:PATH`) or random weights; its `temporal_embed` is fitted to 16 frames (truncated or
-zero-padded, B.2) and its `pos_embed` resampled when the input size differs from the checkpoint's.
+zero-padded, B.2) and its `pos_embed` resampled (`egovlp.checkpoint.fit_pos_embed`) when the input
+size differs from the checkpoint's.
 
 A saved model is a folder: `model.safetensors` (`video_model.*`, `head.*`) and `config.json`
-(`task`, `num_classes`, `head` = "cls" | "frame" | "step", `num_frames`, `video` = the tower's
-VideoTowerConfig, `init`).
+(`task`, `num_classes`, `head` = "cls" | "frame" | "step", `family`, `num_frames`, `video` = the
+tower's VideoTowerConfig, `init`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from egovlp.config import ModelConfig, VideoTowerConfig, base_config, config_from_dict, load_config
+from egovlp.checkpoint import fit_pos_embed
+from egovlp.config import (
+    ModelConfig,
+    VideoTowerConfig,
+    base_config,
+    config_from_dict,
+    load_config,
+    resolve_model_config,
+)
 from egovlp.errors import CheckpointError, InputError
 from egovlp.video_tower import SpaceTimeTransformer
 
@@ -49,11 +58,14 @@ class FHOClassifier(nn.Module):
     "step" mean(f_i..f_(F-1)) - mean(f_0..f_(i-1)) (0 for i = 0, which has no frame before it).
     """
 
-    def __init__(self, video: VideoTowerConfig, num_classes: int, head: str = "cls") -> None:
+    def __init__(
+        self, video: VideoTowerConfig, num_classes: int, head: str = "cls", family: str = "egovlp"
+    ) -> None:
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         self.video_cfg = video
+        self.family = family  # the checkpoint family the tower came from (docs/checkpoints.md)
         self.head_type = head
         self.video_model = SpaceTimeTransformer(video)
         self.head = nn.Linear(video.embed_dim, num_classes if head == "cls" else 1)
@@ -88,25 +100,12 @@ def step_contrast(per_frame: torch.Tensor) -> torch.Tensor:
 def _model_config(init: str, model_yaml: str) -> ModelConfig:
     """The architecture `init` was trained with: --model YAML, a folder's config.json, or the base."""
     if model_yaml:
-        return load_config(model_yaml)
+        return resolve_model_config(model_yaml)
     path = Path(init)
     if init not in ("", "random") and not init.startswith("vit:") and path.is_dir():
         if (path / CONFIG_NAME).is_file():
             return load_config(path / CONFIG_NAME)
     return base_config()
-
-
-def _resample_pos_embed(state: dict[str, torch.Tensor], tower: SpaceTimeTransformer) -> dict:
-    """Fit a pos_embed of another patch grid (another input size) to the tower's grid (bicubic)."""
-    from timm.layers import resample_abs_pos_embed
-
-    target = tower.pos_embed.shape
-    if state["pos_embed"].shape != target:
-        grid = int((target[1] - 1) ** 0.5)
-        state["pos_embed"] = resample_abs_pos_embed(
-            state["pos_embed"], new_size=(grid, grid), num_prefix_tokens=1
-        )
-    return state
 
 
 def create_classifier(
@@ -123,8 +122,9 @@ def create_classifier(
         raise InputError(
             f"--img-size {video.img_size}: must be a multiple of the patch size {video.patch_size}"
         )
-    model = FHOClassifier(video, TASK_CLASSES[task], TASK_HEADS[task])
-    state = _resample_pos_embed(egovlp_model.video_model.state_dict(), model.video_model)
+    model = FHOClassifier(video, TASK_CLASSES[task], TASK_HEADS[task], family=cfg.family)
+    state = egovlp_model.video_model.state_dict()
+    state["pos_embed"] = fit_pos_embed(state["pos_embed"], model.video_model.pos_embed.shape[1] - 1)
     model.video_model.load_state_dict(state)
     return model
 
@@ -146,6 +146,7 @@ def save_classifier(
         "task": task,
         "num_classes": TASK_CLASSES[task],
         "head": model.head_type,
+        "family": model.family,
         "num_frames": model.video_cfg.num_frames,
         "video": dataclasses.asdict(model.video_cfg),
         **(extra or {}),
@@ -181,7 +182,8 @@ def load_classifier(path: str | os.PathLike) -> tuple[FHOClassifier, dict[str, A
     head = config.get("head", "cls")
     if head not in HEADS:
         raise InputError(f"{folder / CONFIG_NAME}: head {head!r} is not one of {', '.join(HEADS)}")
-    model = FHOClassifier(video, TASK_CLASSES[config["task"]], head)
+    family = str(config.get("family", "egovlp"))  # folders saved before the families: EgoVLP's
+    model = FHOClassifier(video, TASK_CLASSES[config["task"]], head, family=family)
     try:
         state = load_file(str(folder / WEIGHTS_NAME))
     except Exception as err:  # noqa: BLE001 - a corrupt file is the user's input

@@ -39,7 +39,8 @@ def classification_loss(
 def train(cfg: FinetuneConfig, resume: str | None = None, progress: bool = True) -> dict:
     from accelerate.utils import set_seed
 
-    accelerator = training.create_accelerator(cfg.mixed_precision, 1, cfg.num_workers)
+    precision = training.training_precision(cfg.precision)
+    accelerator = training.create_accelerator(precision, 1, cfg.num_workers)
     rank, world = accelerator.process_index, accelerator.num_processes
     main = accelerator.is_main_process
     set_seed(cfg.seed)
@@ -66,7 +67,8 @@ def train(cfg: FinetuneConfig, resume: str | None = None, progress: bool = True)
     def save_model(folder: Path) -> None:
         save_classifier(accelerator.unwrap_model(model), folder, cfg.task, {"init": cfg.init})
 
-    summary: dict = {"start_step": step, "steps": total, "clips": len(clips), "steps_per_epoch": per_epoch}
+    summary: dict = {"start_step": step, "steps": total, "clips": len(clips), "steps_per_epoch": per_epoch,
+                     "precision": precision.name}  # fmt: skip
     model.train()
     t_last = time.perf_counter()
     for epoch in range(step // per_epoch, cfg.epochs):
@@ -75,7 +77,7 @@ def train(cfg: FinetuneConfig, resume: str | None = None, progress: bool = True)
         )
         for frames, labels, _ in loader:
             frames, labels = frames.to(accelerator.device), labels.to(accelerator.device)
-            with training.autocast(accelerator):
+            with precision.autocast():  # the tower; the cross-entropy runs on fp32 logits
                 loss, logits = classification_loss(model, frames, labels)
             # the global batch's loss and accuracy (every process's share); every rank checks the same
             # reduced loss, so all stop together on a divergence instead of one waiting in all-reduce
@@ -98,6 +100,7 @@ def train(cfg: FinetuneConfig, resume: str | None = None, progress: bool = True)
                 "accuracy": stats[1],
                 "lr": scheduler.get_last_lr()[0],
                 "clips_per_s": len(labels) * world / max(now - t_last, 1e-9),
+                "precision": precision.name,
             }
             t_last = now
             metrics.write(record)
@@ -106,12 +109,15 @@ def train(cfg: FinetuneConfig, resume: str | None = None, progress: bool = True)
             summary["loss"] = stats[0]
             if step % every == 0 or step == total:
                 last_good = training.save_checkpoint(
-                    accelerator,
                     output_dir,
                     step,
-                    {"epoch": epoch + 1, "loss": stats[0]},
+                    model,
+                    optimizer,
+                    scheduler,
+                    {"epoch": epoch + 1, "loss": stats[0], "precision": precision.name},
                     cfg.keep_checkpoints,
                     save_model,
+                    accelerator,
                 )
     bar.close()
     metrics.close()

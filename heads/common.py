@@ -1,18 +1,29 @@
-"""The skeleton every head shares: one training loop, one checkpoint format, one model loader, input
-normalization, seeding and progress bars. What differs per head (data, model, loss, decoding) stays in
-`heads/{nlq,mq,vq2d}`.
+"""What every head shares: its config base, the training flow on `egovlp.training` (the one optimizer,
+schedule, checkpoint format, metrics.jsonl and non-finite-loss stop of all trainers), the model folder
+and its loader, input normalization, seeding and progress bars. What differs per head (data, model,
+loss, decoding) stays in `heads/{nlq,mq,vq2d}`.
 
-Cached features are read through `egovlp.features` (the feature store), configs through
-`egovlp.config.load_config_file` (typed, limits on the fields), and every file is written atomically
-through `egovlp.io`.
+A run folder (`heads train ... --out RUN`):
+
+    RUN/config.json      the resolved options, the config file they came from, the precision
+    RUN/metrics.jsonl    one row per epoch: step, epoch, loss, lr, precision
+    RUN/checkpoints/     egovlp.training checkpoints (resume with --resume); each has model/
+    RUN/final/           the head model: model.safetensors + config.json (format, task, config, meta)
+    RUN/summary.json     what `heads train` printed, with every epoch's loss
+
+`heads predict --checkpoint` takes the run folder, its final/, or a checkpoint folder. Cached features
+are read through `egovlp.features`, configs through `egovlp.config` (`find_config("heads", task)`
+when none is given), and every file is written atomically through `egovlp.io`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import random
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -34,15 +45,37 @@ from pydantic import (
 from pydantic.dataclasses import dataclass as config_dataclass
 from tqdm import tqdm
 
-from egovlp.config import STRICT_KEYS, config_from_dict, load_config_file
+from egovlp.config import STRICT_KEYS, find_config, load_config_file
 from egovlp.errors import InputError
-from egovlp.io import remove_stale_temps, torch_save_atomic, write_json_atomic
-from egovlp.training import check_finite
+from egovlp.io import remove_stale_temps, write_json_atomic
+from egovlp.precision import Precision, resolve_precision
+from egovlp.training import (
+    CHECKPOINTS,
+    MetricsLog,
+    PrecisionName,
+    check_finite,
+    cosine_with_warmup,
+    create_optimizer,
+    resume_checkpoint,
+    save_checkpoint,
+)
 from egovlp.validate import output_dir, output_file, resolve_device, write_error
+from heads.model_folder import (  # noqa: F401 - re-exported: the loader's old home
+    CONFIG_NAME,
+    FINAL,
+    HEAD_FORMAT,
+    WEIGHTS_NAME,
+    head_model_folder,
+    load_checkpoint,
+    load_head,
+    precision_for_device,
+    predict_precision,
+    run_model,
+    save_head,
+)
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "egovlp-head-v1"
 
 M = TypeVar("M", bound=torch.nn.Module)
 C = TypeVar("C", bound="HeadConfig")
@@ -68,6 +101,9 @@ class HeadConfig:
     lr: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 0.01
     seed: NonNegativeInt = 0
+    precision: PrecisionName = "auto"  # egovlp.precision's vocabulary; CPU bf16 = autocast, fp32 weights
+    checkpoint_every: NonNegativeInt = 0  # epochs between checkpoints; 0: only after the last epoch
+    keep_checkpoints: PositiveInt = 1
 
     @field_validator("*")
     @classmethod
@@ -125,30 +161,20 @@ class InputNorm(torch.nn.Module):
 # ---- the training loop ------------------------------------------------------------------------------
 
 
-def make_optimizer(
-    model: torch.nn.Module, lr: float, weight_decay: float, total_steps: int, warmup_steps: int = 0
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW (no decay on norms, biases and embeddings-like 1-d params) with linear warmup + cosine decay."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
-    )
-    total = max(1, total_steps)
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress_ = (step - warmup_steps) / max(1, total - warmup_steps)
-        return 0.5 * (1.0 + float(np.cos(np.pi * min(1.0, progress_))))
-
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
 def batches(n: int, batch_size: int, generator: torch.Generator | None) -> list[list[int]]:
     """Index batches of one epoch: shuffled with `generator`, in order without one."""
     order = torch.randperm(n, generator=generator).tolist() if generator is not None else list(range(n))
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+@dataclasses.dataclass
+class RunFolder:
+    """Where `fit` keeps its state: metrics.jsonl and checkpoints (each with the head's model written
+    by `save_model(folder)`), and the checkpoint to resume from ("latest" or a folder; None: fresh)."""
+
+    path: Path
+    save_model: Callable[[Path], None] | None = None
+    resume: str | None = None
 
 
 def fit(
@@ -159,45 +185,81 @@ def fit(
     generator: torch.Generator,
     desc: str,
     show_progress: bool = True,
+    precision: Precision | None = None,
+    run: RunFolder | None = None,
 ) -> list[float]:
     """Train `model` for cfg.epochs over `n` samples; `loss_of(indices)` returns a batch's scalar loss.
 
-    AdamW with one epoch of linear warmup then cosine decay, gradients clipped to norm 1. Returns the
-    sample-weighted mean loss of every epoch.
+    egovlp.training's AdamW groups and schedule (one epoch of linear warmup, then cosine decay),
+    gradients clipped to norm 1, in `precision` (None: fp32; fp16 with a loss scaler). With a `run`
+    folder: one metrics row per epoch, a checkpoint every cfg.checkpoint_every epochs and after the
+    last, and an exact resume from an epoch's checkpoint (the data-order generator is part of it).
+    Returns the sample-weighted mean loss of every epoch (the resumed ones included).
     """
-    steps_per_epoch = -(-n // cfg.batch_size)
-    opt, sched = make_optimizer(
-        model, cfg.lr, cfg.weight_decay, cfg.epochs * steps_per_epoch, steps_per_epoch
-    )
-    losses: list[float] = []
-    bar = progress(range(cfg.epochs), desc=desc, enable=show_progress)
-    step = 0
-    for _epoch in bar:
-        model.train()
-        total = 0.0
-        for idx in batches(n, cfg.batch_size, generator):
-            loss = loss_of(idx)
-            step += 1
-            check_finite(loss, step, None)  # stop before a NaN reaches the weights and the checkpoint
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
-        losses.append(total / n)
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    device_type = next(model.parameters()).device.type
+    precision = precision or Precision("fp32", device_type)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    optimizer = create_optimizer(model, cfg.lr, cfg.weight_decay)
+    scheduler = cosine_with_warmup(optimizer, steps_per_epoch, total_steps)
+    scaler = torch.amp.GradScaler(device_type, enabled=precision.name == "fp16")
+    fp16_scaler = scaler if scaler.is_enabled() else None
+    generators = {"data": generator}
+    step, losses, last_good = 0, [], None
+    if run is not None and run.resume:
+        last_good, state = resume_checkpoint(run.path, run.resume, model, optimizer, scheduler,
+                                             generators=generators, scaler=fp16_scaler)  # fmt: skip
+        step, losses = state["step"], list(state.get("losses", []))
+        if step != len(losses) * steps_per_epoch:
+            raise InputError(f"--resume {last_good}: step {step} is not the end of epoch {len(losses)} here")
+    metrics = MetricsLog(run.path, start_step=step, tensorboard=False) if run is not None else None
+    bar = progress(range(len(losses), cfg.epochs), desc=desc, enable=show_progress)
+    try:
+        for epoch in bar:
+            model.train()
+            total = 0.0
+            for idx in batches(n, cfg.batch_size, generator):
+                with precision.autocast():
+                    loss = loss_of(idx).float()
+                step += 1
+                check_finite(
+                    loss, step, last_good
+                )  # stop before a NaN reaches the weights and the checkpoint
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                total += float(loss.detach()) * len(idx)
+            losses.append(total / n)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if run is None:
+                continue
+            metrics.write({"step": step, "epoch": epoch + 1, "loss": losses[-1],
+                           "lr": scheduler.get_last_lr()[0], "precision": precision.name})  # fmt: skip
+            every = cfg.checkpoint_every
+            if epoch + 1 == cfg.epochs or (every and (epoch + 1) % every == 0):
+                state = {"epoch": epoch + 1, "losses": losses, "precision": precision.name}
+                last_good = save_checkpoint(run.path, step, model, optimizer, scheduler, state,
+                                            cfg.keep_checkpoints, run.save_model, generators=generators,
+                                            scaler=fp16_scaler)  # fmt: skip
+    finally:
+        if metrics is not None:
+            metrics.close()
     return losses
 
 
 class TrainOptions(TypedDict, total=False):
     """The options of every `train_<head>` function besides its data and output folder."""
 
-    config: str | os.PathLike | None  # YAML of the head's config (None: the defaults)
+    config: str | os.PathLike | None  # a packaged name or a YAML (None: the packaged heads/<task>.yaml)
     overrides: Mapping[str, Any] | None  # typed values over the YAML (None values are skipped)
     device: str  # cpu, cuda, cuda:N or auto
     show_progress: bool
+    resume: str | None  # "latest" or a checkpoint folder of this run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,14 +274,20 @@ class RunContext:
 @dataclasses.dataclass
 class Training:
     """What a head hands the shared loop: the model (inputs normalized, on its device), the number of
-    samples, the loss of a batch of sample indices, counts for the summary and the checkpoint fields
-    that rebuild the model."""
+    samples, the loss of a batch of sample indices, counts for the summary and the model-folder
+    fields that rebuild the model."""
 
     model: torch.nn.Module
     n: int
     loss_of: Callable[[list[int]], torch.Tensor]
     counts: dict[str, Any]
     meta: dict[str, Any]
+
+
+def head_config_file(task: str, config: str | os.PathLike | None) -> Path:
+    """The YAML a head trains with: `config` (a packaged name or a path), or the packaged
+    `heads/<task>.yaml`; never a silent built-in default (a missing packaged file is an InputError)."""
+    return find_config("heads", task if config is None else config)
 
 
 def train_head(
@@ -231,26 +299,47 @@ def train_head(
     overrides: Mapping[str, Any] | None = None,
     device: str = "cpu",
     show_progress: bool = True,
+    resume: str | None = None,
 ) -> dict[str, Any]:
     """The one `heads train` flow: config (YAML + overrides, checked), output folder (checked before any
-    data is read), seed, device, `prepare` (the head's data and model), `fit`, then
-    `{out_dir}/checkpoint.pt` and `config.json`. Returns {"task", **counts, "losses", "seconds"}."""
-    cfg = load_config_file(config_cls, config, overrides or {})
+    data is read), precision, seed, device, `prepare` (the head's data and model), `fit` with its
+    checkpoints, then `final/` and `summary.json` (module docstring). Returns {"task", **counts,
+    "losses", "seconds", "precision", "config_file"}."""
+    config_file = head_config_file(task, config)
+    cfg = load_config_file(config_cls, config_file, overrides or {})
     dev = resolve_device(device)
+    precision = resolve_precision(cfg.precision, dev, "--precision")
     out = output_dir(out_dir, "--out")
-    remove_stale_temps(out)  # a killed run's half-written checkpoint
+    remove_stale_temps(out)  # a killed run's half-written files
+    remove_stale_temps(out / CHECKPOINTS)
+    if resume is None:  # a fresh run replaces an earlier run's checkpoints in the same folder
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    options = {
+        "config": dataclasses.asdict(cfg),
+        "config_file": str(config_file),
+        "precision": precision.name,
+    }
+    write_output(options, out / CONFIG_NAME)
     generator = seed_everything(cfg.seed)
     job = prepare(cfg, RunContext(generator, dev))
+
+    def save_model(folder: Path) -> None:
+        save_head(folder, task, job.model, cfg, job.meta)
+
     start = time.perf_counter()
-    losses = fit(job.model, cfg, job.n, job.loss_of, generator, f"train {task}", show_progress)
-    save_checkpoint(out / "checkpoint.pt", task, job.model, cfg, **job.meta, losses=losses)
-    summary = {"task": task, **job.counts, "losses": losses, "seconds": time.perf_counter() - start}
-    write_output({"config": dataclasses.asdict(cfg), **summary}, out / "config.json")
-    logger.info("%s: %s, final loss %.4f, checkpoint in %s", task, job.counts, losses[-1], out)
+    run = RunFolder(out, save_model, resume)
+    losses = fit(
+        job.model, cfg, job.n, job.loss_of, generator, f"train {task}", show_progress, precision, run
+    )
+    save_model(out / FINAL)
+    summary = {"task": task, **job.counts, "losses": losses, "seconds": time.perf_counter() - start,
+               "precision": precision.name, "config_file": str(config_file)}  # fmt: skip
+    write_output(summary, out / "summary.json")
+    logger.info("%s: %s, final loss %.4f, model in %s", task, job.counts, losses[-1], out / FINAL)
     return summary
 
 
-# ---- checkpoints and outputs ------------------------------------------------------------------------
+# ---- outputs ----------------------------------------------------------------------------------------
 
 
 def output_path(path: str | os.PathLike | None) -> Path | None:
@@ -264,53 +353,3 @@ def write_output(obj: Any, path: str | os.PathLike) -> None:
         write_json_atomic(obj, path)
     except OSError as err:
         raise write_error(path, err) from None
-
-
-def save_checkpoint(path: Path, task: str, model: torch.nn.Module, config: Any, **extra: Any) -> None:
-    """torch.save {format, task, config, state_dict, extra...} atomically; the config rebuilds the model."""
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "task": task,
-        "config": dataclasses.asdict(config),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        **extra,
-    }
-    try:
-        torch_save_atomic(payload, path)
-    except OSError as err:
-        raise write_error(path, err) from None
-
-
-def load_checkpoint(path: str | os.PathLike, task: str) -> dict[str, Any]:
-    """Read a head checkpoint (weights_only: plain tensors and python values) and check its task."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises several types for a truncated or foreign file
-        raise InputError(f"{path}: not a readable head checkpoint ({type(err).__name__}: {err})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"{path}: not an egovlp head checkpoint (no format {CHECKPOINT_FORMAT!r})")
-    if payload.get("task") != task:
-        raise InputError(f"{path}: a {payload.get('task')!r} checkpoint, expected {task!r}")
-    return payload
-
-
-def load_head(
-    path: str | os.PathLike,
-    task: str,
-    config_cls: type,
-    build: Callable[[Any, dict[str, Any]], M],
-    device: str = "cpu",
-) -> tuple[M, dict[str, Any]]:
-    """The one model loader: checkpoint -> config -> `build(cfg, payload)` -> weights -> eval mode on
-    `device`. Returns the model and the checkpoint payload (for the head's extra fields)."""
-    payload = load_checkpoint(path, task)
-    cfg = config_from_dict(config_cls, payload["config"], source=str(path))
-    model = build(cfg, payload)
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
-        raise InputError(f"{path}: weights do not fit the {task} head ({str(err).splitlines()[0]})") from None
-    return model.to(resolve_device(device)).eval(), payload

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import field
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from pydantic.dataclasses import dataclass
 
-from egovlp.config import STRICT_KEYS, load_config_file
+from egovlp.config import STRICT_KEYS, find_config, load_config_file
+from egovlp.training import PrecisionName
 
 
 @dataclass(config=STRICT_KEYS)
@@ -52,12 +53,13 @@ class TrainOptions:
     log_every: PositiveInt = 10
     checkpoint_every: NonNegativeInt = 200  # 0: only the final save
     keep_checkpoints: PositiveInt = 2
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto = bf16 on CUDA, fp32 on CPU
+    # egovlp.precision's vocabulary; bf16 on the CPU autocasts over fp32 master weights
+    precision: PrecisionName = "auto"
 
 
 @dataclass(config=STRICT_KEYS)
 class PretrainConfig:
-    model: str = "configs/model/tiny.yaml"  # model YAML
+    model: str = "tiny"  # a packaged model config name or a model YAML path
     init: str = ""  # "" (random), an EgoVLP checkpoint/dir, or "vit:PATH" (timm ViT state dict)
     output_dir: str = "runs/pretrain"
     data: DataOptions = field(default_factory=DataOptions)
@@ -69,5 +71,6 @@ class PretrainConfig:
 
 
 def load_pretrain_config(path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> PretrainConfig:
-    """Defaults, then the YAML at `path`, then `key.sub=value` overrides."""
-    return load_config_file(PretrainConfig, path, overrides)
+    """Defaults, then the YAML `path` (a packaged name like `demo`, or a path), then `key.sub=value`
+    overrides."""
+    return load_config_file(PretrainConfig, find_config("pretrain", path) if path else None, overrides)

@@ -14,14 +14,18 @@ import argparse
 import logging
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 from egovlp import training
+from egovlp.cli_args import OneLineParser
+from egovlp.config import find_config
 from egovlp.distributed import gather_no_grad, gather_with_grad
 from egovlp.errors import InputError
 from egovlp.losses import egonce
+from egovlp.precision import PRECISIONS, Precision
 from egovlp.training import TrainingDiverged, check_finite, latest_checkpoint
 from pretrain.config import PretrainConfig, load_pretrain_config
 
@@ -41,9 +45,16 @@ def create_pretrain_model(cfg: PretrainConfig):
     return model.train()
 
 
-def global_egonce(model, batch: dict, tokens: dict, rank: int, world_size: int, opts) -> torch.Tensor:
-    """Loss over the batch of every process; gradients reach this process's own embeddings."""
-    text_emb, video_emb = model(batch["video"], tokens["input_ids"], tokens["attention_mask"])
+def global_egonce(
+    model, batch: dict, tokens: dict, rank: int, world_size: int, opts, precision: Precision | None = None
+) -> torch.Tensor:
+    """Loss over the batch of every process; gradients reach this process's own embeddings.
+
+    The towers run in `precision` (autocast); the similarities and the loss in fp32, where a
+    temperature of 0.05 would magnify bf16's rounding of the cosines twentyfold.
+    """
+    with precision.autocast() if precision is not None else nullcontext():
+        text_emb, video_emb = model(batch["video"], tokens["input_ids"], tokens["attention_mask"])
     text_all = gather_with_grad(text_emb.float(), rank, world_size)
     video_all = gather_with_grad(video_emb.float(), rank, world_size)
     verb = gather_no_grad(batch["verb"], world_size)
@@ -93,7 +104,8 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> dict:
     from accelerate.utils import set_seed
 
     opts = cfg.train
-    accelerator = training.create_accelerator(opts.mixed_precision, opts.grad_accum, cfg.data.num_workers)
+    precision = training.training_precision(opts.precision, "train.precision")
+    accelerator = training.create_accelerator(precision, opts.grad_accum, cfg.data.num_workers)
     rank, world = accelerator.process_index, accelerator.num_processes
     set_seed(opts.seed)
     output_dir = training.prepare_output_dir(cfg.output_dir, accelerator, cfg.to_dict())
@@ -109,7 +121,7 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> dict:
     img_size = accelerator.unwrap_model(model).cfg.video.img_size
     stream = batch_stream(cfg, world, skip_batches=step * opts.grad_accum, img_size=img_size)
     bar = training.progress_bar(opts.steps, step, "pretrain", accelerator.is_main_process)
-    summary: dict = {"start_step": step}
+    summary: dict = {"start_step": step, "precision": precision.name}
     clips_per_step = cfg.data.batch_size * 2 * world * opts.grad_accum
     last_good = latest_checkpoint(output_dir)
     t_window, n_window = time.perf_counter(), 0
@@ -120,8 +132,7 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> dict:
             batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
             tokens = {k: v.to(accelerator.device) for k, v in tokens.items()}
             with accelerator.accumulate(model):
-                with training.autocast(accelerator):
-                    loss = global_egonce(model, batch, tokens, rank, world, opts)
+                loss = global_egonce(model, batch, tokens, rank, world, opts, precision)
                 check_finite(loss, step + 1, last_good)
                 accelerator.backward(loss * world)
                 if accelerator.sync_gradients and opts.grad_clip > 0:
@@ -138,7 +149,8 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> dict:
         if step % opts.log_every == 0 or step == opts.steps:
             rate = n_window / (time.perf_counter() - t_window)
             t_window, n_window = time.perf_counter(), 0
-            record = {"step": step, "loss": loss_value, "lr": scheduler.get_last_lr()[0], "clips_per_s": rate}
+            record = {"step": step, "loss": loss_value, "lr": scheduler.get_last_lr()[0], "clips_per_s": rate,
+                      "precision": precision.name}  # fmt: skip
             bar.set_postfix(loss=f"{loss_value:.3f}", clips_s=f"{rate:.1f}")
         if mcq and (step == opts.steps or (mcq["every"] and step % mcq["every"] == 0)):
             record = {"step": step, **record, **_validate(accelerator, model, mcq, step, summary)}
@@ -147,12 +159,15 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> dict:
         bar.update(1)
         if opts.checkpoint_every and (step % opts.checkpoint_every == 0 or step == opts.steps):
             last_good = training.save_checkpoint(
-                accelerator,
                 output_dir,
                 step,
-                {"loss": loss_value},
+                model,
+                optimizer,
+                scheduler,
+                {"loss": loss_value, "precision": precision.name},
                 opts.keep_checkpoints,
                 _model_saver(accelerator, model),
+                accelerator,
             )
     bar.close()
     if mcq and "egomcq" not in summary:  # resumed at the last step: the scores are not in the log twice
@@ -209,10 +224,12 @@ def _validate(accelerator, model, mcq: dict, step: int, summary: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="egovlp pretrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config", required=True, help="configs/pretrain/*.yaml")
+    parser.add_argument(
+        "--config", required=True, help="a packaged pretrain config (demo, egovlp-base) or a YAML path"
+    )
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. train.lr=1e-4 data.batch_size=8")
     parser.add_argument(
         "--resume",
@@ -225,17 +242,26 @@ def main(argv: list[str] | None = None) -> int:
         "--num-processes", type=int, default=1, help="processes on this machine (torchrun; default 1)"
     )
     parser.add_argument("--summary", default=None, help="write the run summary JSON here")
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default=None, help="overrides the config's train.precision"
+    )
     args = parser.parse_args(argv)
     training.check_num_processes(args.num_processes)
-    cfg = load_pretrain_config(args.config, args.overrides)  # validate before launching anything
+    config_file = find_config("pretrain", args.config)
+    overrides = [*args.overrides, *([f"train.precision={args.precision}"] if args.precision else [])]
+    cfg = load_pretrain_config(str(config_file), overrides)  # validate before launching anything
+    training.training_precision(cfg.train.precision, "train.precision")  # fp16 on a CPU: refused here
 
     if args.num_processes > 1 and not training.launched():
-        rest = ["--config", args.config, *args.overrides]
+        rest = ["--config", str(config_file), *overrides]
         rest += ["--resume", args.resume] if args.resume else []
         rest += ["--summary", args.summary] if args.summary else []
         return training.relaunch("pretrain.train", rest, args.num_processes)
 
-    return training.run_and_report("egovlp pretrain", lambda: train(cfg, resume=args.resume), args.summary)
+    def run() -> dict:
+        return {**train(cfg, resume=args.resume), "config_file": str(config_file)}
+
+    return training.run_and_report("egovlp pretrain", run, args.summary)
 
 
 if __name__ == "__main__":

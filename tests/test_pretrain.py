@@ -232,7 +232,7 @@ def test_egomcq_cli_prints_the_contract_json(world, tmp_path, capsys):
     )
     assert code == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"inter", "intra", "n_inter", "n_intra"} and out["n_inter"] == 2
+    assert set(out) == {"inter", "intra", "n_inter", "n_intra", "precision"} and out["n_inter"] == 2
     assert (
         run(
             [
@@ -248,3 +248,59 @@ def test_egomcq_cli_prints_the_contract_json(world, tmp_path, capsys):
         )
         == 2
     )
+
+
+def test_bf16_on_the_cpu_trains_fp32_masters_and_records_it(world, tmp_path):
+    out = tmp_path / "bf16"
+    summary = train_module.train(config(world, out, steps=2, checkpoint_every=2, precision="bf16"))
+    assert summary["precision"] == "bf16" and torch.isfinite(torch.tensor(summary["loss"]))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["precision"] for r in rows] == ["bf16", "bf16"]
+    state = json.loads((out / "checkpoints" / "step_00000002" / "trainer_state.json").read_text())
+    assert state["precision"] == "bf16"
+    model = egovlp.load_model(out / "final")
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast, fp32 master weights
+
+
+def test_config_by_name_and_precision_flag(world, tmp_path, capsys):
+    from egovlp.cli import run
+
+    demo = load_pretrain_config("demo")
+    assert demo.train.precision == "fp32" and "tiny-112" in demo.model
+    assert load_pretrain_config(None).model == "tiny"
+    # fp16 has no CPU kernels worth using: refused before anything runs, in one line
+    pretrain_yaml = tmp_path / "p.yaml"
+    pretrain_yaml.write_text("train:\n  steps: 1\n")
+    assert run(["pretrain", "--config", str(pretrain_yaml), "--precision", "fp16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fp16" in err[0]
+    assert run(["pretrain", "--config", "no-such-config"]) == 2
+    assert "no-such-config" in capsys.readouterr().err
+
+
+def test_cli_summary_records_config_file_and_precision(world, tmp_path):
+    from egovlp.cli import run
+
+    out, summary = tmp_path / "cli", tmp_path / "summary.json"
+    overrides = [f"model={world / 'micro.yaml'}", f"output_dir={out}", f"data.shards={world / 'shards'}",
+                 f"data.taxonomy={world}", "data.batch_size=2", "data.num_workers=0", "data.shuffle_buffer=4",
+                 "train.steps=1", "train.checkpoint_every=0", "egomcq.data="]  # fmt: skip
+    cfg_file = tmp_path / "p.yaml"
+    cfg_file.write_text("train:\n  warmup_steps: 0\n")
+    assert (
+        run(
+            [
+                "pretrain",
+                "--config",
+                str(cfg_file),
+                *overrides,
+                "--precision",
+                "fp32",
+                "--summary",
+                str(summary),
+            ]
+        )
+        == 0
+    )
+    got = json.loads(summary.read_text())
+    assert got["config_file"] == str(cfg_file) and got["precision"] == "fp32" and got["step"] == 1

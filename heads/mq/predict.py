@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from egovlp.errors import InputError
-from heads.common import load_head, output_path, progress, write_output
+from heads.common import output_path, progress, write_output
+from heads.model_folder import load_head, precision_for_device, predict_precision, run_model
 from heads.mq.dataset import load_mq_samples, pad_batch
 from heads.mq.model import MomentDetector, MQConfig
 from heads.mq.nms import decode_levels, soft_nms
@@ -38,10 +39,13 @@ def predict_mq(
     out: str | os.PathLike | None = None,
     device: str = "cpu",
     show_progress: bool = True,
+    precision: str | None = None,
 ) -> dict[str, Any]:
-    """Detect moments in every clip of `annotations`; writes `out` (atomic) when given, returns the dict."""
+    """Detect moments in every clip of `annotations` in `precision` (auto|fp32|bf16|fp16); writes `out`
+    (atomic) when given, returns the dict."""
     out = output_path(out)
     model, classes = load_mq_model(checkpoint, device)
+    prec = predict_precision(precision, model)
     cfg = model.cfg
     dev = next(model.parameters()).device
     samples = load_mq_samples(annotations, feature_dirs, classes)
@@ -53,7 +57,7 @@ def predict_mq(
     results: dict[str, list[dict[str, Any]]] = {}
     for sample in progress(samples, desc="predict mq", enable=show_progress):
         feats, mask = pad_batch([sample.feats], 2 ** (cfg.levels - 1))
-        levels = model(feats.to(dev), mask.to(dev))
+        levels = run_model(model, prec, feats.to(dev), mask.to(dev))
         one = [{k: v[0].cpu() for k, v in lv.items()} for lv in levels]
         segs, scores, labels = decode_levels(one, model.strides, cfg.pre_nms_threshold, cfg.pre_nms_topk)
         T = sample.feats.shape[0]
@@ -87,5 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    pred = predict_mq(args.checkpoint, args.ann, args.features, args.out, args.device, not args.quiet)
-    return {"task": TASK, "clips": len(pred["detect_results"]), "out": str(args.out)}
+    pred = predict_mq(
+        args.checkpoint, args.ann, args.features, args.out, args.device, not args.quiet, args.precision
+    )
+    precision = precision_for_device(args.precision, args.device).name
+    return {"task": TASK, "clips": len(pred["detect_results"]), "out": str(args.out), "precision": precision}

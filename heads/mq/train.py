@@ -52,8 +52,9 @@ def train_mq(
     out_dir: str | os.PathLike,
     **options: Unpack[TrainOptions],
 ) -> dict[str, Any]:
-    """Train on the clips with primary labels and write `{out_dir}/checkpoint.pt` + `config.json`;
-    returns {"task", "clips", "classes", "losses", "seconds"}. Options as `heads.common.train_head`."""
+    """Train on the clips with primary labels into the run folder `out_dir` (heads.common: final/, checkpoints/,
+    metrics.jsonl); returns {"task", "clips", "classes", "losses", "seconds", "precision", "config_file"}.
+    Options as `heads.common.train_head`."""
     return train_head(TASK, MQConfig, partial(_training, annotations, feature_dirs), out_dir, **options)
 
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from heads.common import load_head, output_path, progress, write_output
+from heads.common import output_path, progress, write_output
+from heads.model_folder import load_head, precision_for_device, predict_precision, run_model
 from heads.nlq.dataset import collate, load_nlq_samples
 from heads.nlq.model import NLQConfig, SpanLocalizer, top_spans
 
@@ -36,10 +37,13 @@ def predict_nlq(
     device: str = "cpu",
     batch_size: int = 32,
     show_progress: bool = True,
+    precision: str | None = None,
 ) -> dict[str, Any]:
-    """Predict every query with text in `annotations`; writes `out` (atomic) when given, returns the dict."""
+    """Predict every query with text in `annotations` in `precision` (auto|fp32|bf16|fp16); writes
+    `out` (atomic) when given, returns the dict."""
     out = output_path(out)
     model = load_nlq_model(checkpoint, device)
+    prec = predict_precision(precision, model)
     cfg = model.cfg
     dev = next(model.parameters()).device
     samples, _ = load_nlq_samples(annotations, features, text_features, cfg, require_windows=False)
@@ -47,7 +51,9 @@ def predict_nlq(
     chunks = [samples[i : i + batch_size] for i in range(0, len(samples), batch_size)]
     for chunk in progress(chunks, desc="predict nlq", enable=show_progress):
         batch = {k: v.to(dev) for k, v in collate(chunk, cfg, False).items()}
-        logits = model(batch["video"], batch["video_mask"], batch["text"], batch["text_mask"])
+        logits = run_model(
+            model, prec, batch["video"], batch["video_mask"], batch["text"], batch["text_mask"]
+        )
         for i, s in enumerate(chunk):
             T = s.video.shape[0]
             spans = top_spans(logits["start"][i, :T].cpu(), logits["end"][i, :T].cpu(), cfg.top_k, cfg.nms_iou,
@@ -64,7 +70,7 @@ def predict_nlq(
     prediction = {"version": "1.0", "challenge": "ego4d_nlq_challenge", "results": results}
     if out is not None:
         write_output(prediction, out)
-    logger.info("nlq: %d predictions", len(results))
+    logger.info("nlq: %d predictions (%s)", len(results), prec.name)
     return prediction
 
 
@@ -77,6 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     pred = predict_nlq(
         args.checkpoint, args.ann, args.features, args.text_features, args.out, args.device,
-        show_progress=not args.quiet,
+        show_progress=not args.quiet, precision=args.precision,
     )  # fmt: skip
-    return {"task": TASK, "predictions": len(pred["results"]), "out": str(args.out)}
+    precision = precision_for_device(args.precision, args.device).name
+    return {"task": TASK, "predictions": len(pred["results"]), "out": str(args.out), "precision": precision}

@@ -52,8 +52,9 @@ def train_nlq(
     out_dir: str | os.PathLike,
     **options: Unpack[TrainOptions],
 ) -> dict[str, Any]:
-    """Train on the queries with text and write `{out_dir}/checkpoint.pt` + `config.json`; returns
-    {"task", "samples", "losses", "seconds"}. Options as `heads.common.train_head`."""
+    """Train on the queries with text into the run folder `out_dir` (heads.common: final/, checkpoints/,
+    metrics.jsonl); returns {"task", "samples", "losses", "seconds", "precision", "config_file"}.
+    Options as `heads.common.train_head`."""
     prepare = partial(_training, annotations, features, text_features)
     return train_head(TASK, NLQConfig, prepare, out_dir, **options)
 

@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 from egovlp.formats.ego4d import read_json
-from heads.common import load_head, output_path, progress, write_output
+from egovlp.precision import Precision
+from heads.common import output_path, progress, write_output
+from heads.model_folder import load_head, precision_for_device, predict_precision, run_model
 from heads.vq2d.anchors import decode, make_anchors
 from heads.vq2d.dataset import VQSample, load_vq_samples
 from heads.vq2d.model import VisualQueryLocalizer, VQ2DConfig
@@ -69,8 +71,11 @@ def load_vq2d_model(checkpoint: str | os.PathLike, device: str = "cpu") -> Visua
 
 
 @torch.no_grad()
-def score_search_window(model: VisualQueryLocalizer, sample: VQSample) -> tuple[np.ndarray, torch.Tensor]:
-    """Per-frame scores [S] and best boxes [S, 4] (normalized) over the search window, chunk by chunk."""
+def score_search_window(
+    model: VisualQueryLocalizer, sample: VQSample, precision: Precision | None = None
+) -> tuple[np.ndarray, torch.Tensor]:
+    """Per-frame scores [S] and best boxes [S, 4] (normalized) over the search window, chunk by chunk,
+    the model run in `precision` (None: fp32)."""
     cfg, dev = model.cfg, next(model.parameters()).device
     _, h, w, _ = sample.clip.features.shape
     anchors = make_anchors(h, w, cfg.anchor_scales, cfg.anchor_ratios).to(dev)
@@ -85,7 +90,7 @@ def score_search_window(model: VisualQueryLocalizer, sample: VQSample) -> tuple[
             sample.clip.features[torch.as_tensor(rows[start:stop])].float()[None].to(dev)
         )  # (1, T, h, w, D)
         mask = torch.ones(1, stop - start, dtype=torch.bool, device=dev)
-        out = model(frames, sample.query[None].to(dev), mask)[-1]
+        out = run_model(model, precision, frames, sample.query[None].to(dev), mask)[-1]
         prob = torch.sigmoid(out["logits"][0])  # (T, N)
         best = prob.argmax(1)  # (T,)
         t = torch.arange(stop - start, device=dev)
@@ -107,15 +112,18 @@ def predict_vq2d(
     out: str | os.PathLike | None = None,
     device: str = "cpu",
     show_progress: bool = True,
+    precision: str | None = None,
 ) -> dict[str, Any]:
-    """Predict every valid query set of `annotations`; writes `out` (atomic) when given, returns the dict."""
+    """Predict every valid query set of `annotations` in `precision` (auto|fp32|bf16|fp16); writes `out`
+    (atomic) when given, returns the dict."""
     out = output_path(out)
     model = load_vq2d_model(checkpoint, device)
+    prec = predict_precision(precision, model)
     cfg = model.cfg
     clips, samples = load_vq_samples(annotations, features, cfg.query_size, with_targets=False)
     tracks: dict[tuple[str, int, str], dict[str, Any]] = {}
     for sample in progress(samples, desc="predict vq2d", enable=show_progress):
-        scores, boxes = score_search_window(model, sample)
+        scores, boxes = score_search_window(model, sample, prec)
         first, last, peak = response_window(scores, cfg.smooth, cfg.peak_threshold, cfg.window_fraction)
         pixels = sample.clip.to_pixels(boxes[first : last + 1], sample.ann_size)
         fnos = sample.clip.frame_numbers[sample.search[first : last + 1]]
@@ -166,6 +174,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    pred = predict_vq2d(args.checkpoint, args.ann, args.features, args.out, args.device, not args.quiet)
+    pred = predict_vq2d(args.checkpoint, args.ann, args.features, args.out, args.device, not args.quiet,
+                        args.precision)  # fmt: skip
     n = sum(len(c["predictions"]) for v in pred["results"]["videos"] for c in v["clips"])
-    return {"task": TASK, "annotations": n, "out": str(args.out)}
+    precision = precision_for_device(args.precision, args.device).name
+    return {"task": TASK, "annotations": n, "out": str(args.out), "precision": precision}

@@ -89,8 +89,9 @@ def train_vq2d(
     out_dir: str | os.PathLike,
     **options: Unpack[TrainOptions],
 ) -> dict[str, Any]:
-    """Train on the valid query sets and write `{out_dir}/checkpoint.pt` + `config.json`; returns
-    {"task", "query_sets", "losses", "seconds"}. Options as `heads.common.train_head`."""
+    """Train on the valid query sets into the run folder `out_dir` (heads.common: final/, checkpoints/,
+    metrics.jsonl); returns {"task", "query_sets", "losses", "seconds", "precision", "config_file"}.
+    Options as `heads.common.train_head`."""
     return train_head(TASK, VQ2DConfig, partial(_training, annotations, features), out_dir, **options)
 
 

@@ -174,3 +174,18 @@ def test_pnr_step_contrast_by_hand():
     expected = torch.tensor([0.0, 11 / 3 - 1, 5 - 1, 5 - 7 / 3]).reshape(1, 4, 1)
     torch.testing.assert_close(step_contrast(f), expected)
     assert int(step_contrast(f)[0, :, 0].argmax()) == 2
+
+
+def test_precision_flag_is_recorded_and_fp16_refused_on_the_cpu(fho_world, tmp_path, capsys):
+    from egovlp.cli import run
+
+    base = ["finetune", "oscc", "--ann", str(fho_world / "fho_oscc-pnr_train.json"), "--videos",
+            str(fho_world / "videos"), "--model", str(fho_world / "micro.yaml"), "--workers", "0", "--quiet"]  # fmt: skip
+    assert run([*base, "--out", str(tmp_path / "a"), "--precision", "fp16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fp16" in err[0]
+    summary = tmp_path / "s.json"
+    argv = [*base, "--out", str(tmp_path / "b"), "--precision", "bf16", "--epochs", "1", "--batch-size", "4"]
+    assert run([*argv, "--summary", str(summary)]) == 0
+    assert json.loads(summary.read_text())["precision"] == "bf16"
+    assert {r["precision"] for r in rows(tmp_path / "b")} == {"bf16"}

@@ -31,7 +31,7 @@ def world(tmp_path_factory):
     rc = run(["heads", "train", "mq", "--ann", str(mq["ann"]), "--features", str(mq["features"]), "--out",
               str(ckpt), "--config", str(tiny), "--epochs", "1", "--threads", "1", "--quiet"])  # fmt: skip
     assert rc == 0
-    return {"root": root, "nlq": nlq, "mq": mq, "ckpt": ckpt / "checkpoint.pt"}
+    return {"root": root, "nlq": nlq, "mq": mq, "ckpt": ckpt}
 
 
 def _nlq(w, *extra: str) -> list[str]:
@@ -162,7 +162,7 @@ def test_bad_input_is_one_line_exit_2(world, tmp_path, capsys, case):
     assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
     assert named in captured.err
     # nothing was trained or predicted
-    assert not (tmp_path / "out" / "checkpoint.pt").exists() and not (tmp_path / "out.json").exists()
+    assert not (tmp_path / "out" / "final").exists() and not (tmp_path / "out.json").exists()
 
 
 def test_good_predict_still_works(world, tmp_path, capsys):

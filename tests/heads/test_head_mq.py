@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from test_head_data import make_mq_world, one_thread
 
 from egovlp.metrics import mq_metrics
@@ -88,7 +89,7 @@ def test_train_overfits_and_predictions_score(tmp_path):
     summary = train_mq(w["ann"], [str(w["features"])], tmp_path / "run", overrides=FAST, show_progress=False)
     losses = summary["losses"]
     assert all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0]
-    pred = predict_mq(tmp_path / "run" / "checkpoint.pt", w["ann"], [str(w["features"])], tmp_path / "p.json",
+    pred = predict_mq(tmp_path / "run", w["ann"], [str(w["features"])], tmp_path / "p.json",
                       show_progress=False)  # fmt: skip
     assert json.loads((tmp_path / "p.json").read_text()) == pred
     metrics = mq_metrics(json.loads(w["ann"].read_text()), pred)
@@ -102,7 +103,8 @@ def test_asl_and_two_feature_sets_train(tmp_path):
     a = train_mq(w["ann"], sets, tmp_path / "a", overrides=fast, show_progress=False)
     b = train_mq(w["ann"], sets, tmp_path / "b", overrides=fast, show_progress=False)
     assert a["losses"] == b["losses"] and all(np.isfinite(a["losses"]))
-    state = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
-    assert state["set_dims"] == [16, 16] and "asl_mu" in state["state_dict"]
-    pred = predict_mq(tmp_path / "a" / "checkpoint.pt", w["ann"], sets, show_progress=False)
+    info = json.loads((tmp_path / "a" / "final" / "config.json").read_text())
+    weights = load_file(tmp_path / "a" / "final" / "model.safetensors")
+    assert info["set_dims"] == [16, 16] and "asl_mu" in weights
+    pred = predict_mq(tmp_path / "a", w["ann"], sets, show_progress=False)
     assert set(pred["detect_results"]) == {"clip0", "clip1"}

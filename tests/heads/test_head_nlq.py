@@ -7,11 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from test_head_data import make_nlq_world, one_thread
 
+from egovlp.config import find_config
 from egovlp.errors import InputError
-from heads.cli import main as heads_main
 from egovlp.metrics import nlq_metrics
+from heads.cli import main as heads_main
 from heads.nlq.dataset import window_targets
 from heads.nlq.model import NLQConfig, SpanLocalizer, top_spans
 from heads.nlq.predict import predict_nlq
@@ -72,7 +74,7 @@ def test_train_overfits_and_predictions_score(tmp_path):
     )
     losses = summary["losses"]
     assert all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0]
-    pred = predict_nlq(tmp_path / "run" / "checkpoint.pt", w["ann"], w["features"], w["text"],
+    pred = predict_nlq(tmp_path / "run", w["ann"], w["features"], w["text"],
                        tmp_path / "pred.json", show_progress=False)  # fmt: skip
     assert json.loads((tmp_path / "pred.json").read_text()) == pred
     assert all(1 <= len(r["predicted_times"]) <= 5 for r in pred["results"])
@@ -87,8 +89,8 @@ def test_seeded_training_is_deterministic(tmp_path):
     a = train_nlq(w["ann"], w["features"], w["text"], tmp_path / "a", overrides=fast, show_progress=False)
     b = train_nlq(w["ann"], w["features"], w["text"], tmp_path / "b", overrides=fast, show_progress=False)
     assert a["losses"] == b["losses"]
-    sa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["state_dict"]
-    sb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["state_dict"]
+    sa = load_file(tmp_path / "a" / "final" / "model.safetensors")
+    sb = load_file(tmp_path / "b" / "final" / "model.safetensors")
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
@@ -96,24 +98,29 @@ def test_cli_train_predict_and_errors(tmp_path, capsys):
     w = make_nlq_world(tmp_path, clips=2, rows=24)
     from egovlp import io
 
-    stale = tmp_path / "run" / f".checkpoint.pt.{io._HOST}.4194000.x1.tmp"  # a killed run's temp (dead pid)
+    stale = tmp_path / "run" / f".summary.json.{io._HOST}.4194000.x1.tmp"  # a killed run's temp (dead pid)
     stale.parent.mkdir()
     stale.write_bytes(b"half")
     rc = heads_main(["train", "nlq", "--ann", str(w["ann"]), "--features", str(w["features"]), "--text-features",
                      str(w["text"]), "--out", str(tmp_path / "run"), "--epochs", "1", "--quiet"])  # fmt: skip
-    assert rc == 0 and json.loads(capsys.readouterr().out)["task"] == "nlq"
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["task"] == "nlq" and printed["precision"] == "fp32"
+    assert printed["config_file"] == str(find_config("heads", "nlq"))  # the packaged one, found by name
     assert not stale.exists() and sorted(p.name for p in stale.parent.iterdir()) == [
-        "checkpoint.pt",
+        "checkpoints",
         "config.json",
+        "final",
+        "metrics.jsonl",
+        "summary.json",
     ]
-    rc = heads_main(["predict", "nlq", "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"), "--ann",
+    rc = heads_main(["predict", "nlq", "--checkpoint", str(tmp_path / "run"), "--ann",
                      str(w["ann"]), "--features", str(w["features"]), "--text-features", str(w["text"]),
                      "--out", str(tmp_path / "p.json"), "--quiet"])  # fmt: skip
     assert rc == 0 and (tmp_path / "p.json").is_file()
     (w["features"] / "clip1.pt").unlink()
     (w["features"] / "clip1.json").unlink()
     with pytest.raises(InputError, match="clip1"):
-        heads_main(["predict", "nlq", "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"), "--ann",
+        heads_main(["predict", "nlq", "--checkpoint", str(tmp_path / "run"), "--ann",
                     str(w["ann"]), "--features", str(w["features"]), "--text-features", str(w["text"]),
                     "--out", str(tmp_path / "p.json"), "--quiet"])  # fmt: skip
     with pytest.raises(InputError, match="not an egovlp head checkpoint|a 'nlq' checkpoint"):
@@ -122,7 +129,7 @@ def test_cli_train_predict_and_errors(tmp_path, capsys):
                 "predict",
                 "mq",
                 "--checkpoint",
-                str(tmp_path / "run" / "checkpoint.pt"),
+                str(tmp_path / "run"),
                 "--ann",
                 str(w["ann"]),
                 "--features",

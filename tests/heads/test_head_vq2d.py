@@ -78,7 +78,7 @@ def test_train_overfits_and_predictions_score(tmp_path):
     summary = train_vq2d(w["ann"], w["features"], tmp_path / "run", overrides=FAST, show_progress=False)
     losses = summary["losses"]
     assert all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0]
-    pred = predict_vq2d(tmp_path / "run" / "checkpoint.pt", w["ann"], w["features"], tmp_path / "p.json",
+    pred = predict_vq2d(tmp_path / "run", w["ann"], w["features"], tmp_path / "p.json",
                         show_progress=False)  # fmt: skip
     assert json.loads((tmp_path / "p.json").read_text()) == pred
     metrics = vq2d_metrics(json.loads(w["ann"].read_text()), pred)
