@@ -6,7 +6,6 @@ does not import FastAPI, and `egovlp serve` does not import the training loop.
 
 from __future__ import annotations
 
-import argparse
 import errno
 import importlib
 import os
@@ -56,11 +55,6 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-def _argparse_error(self: argparse.ArgumentParser, message: str) -> None:
-    # one line instead of the usage block plus the error: the message names the flag
-    self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def _close_progress_bars() -> None:
     # a bar left open by the failing command would have the error line glued to its end
     tqdm_std = sys.modules.get("tqdm.std")
@@ -85,7 +79,6 @@ def run(argv: Sequence[str]) -> int:
     from egovlp.errors import InputError, TrainingDiverged
     from egovlp.validate import is_write_error, os_error_reason, write_error
 
-    argparse.ArgumentParser.error = _argparse_error  # type: ignore[method-assign]
     argv = list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 import torch
 
+from egovlp.cli_args import OneLineParser
 from egovlp.errors import InputError
 from egovlp.validate import (
     add_model_arguments,
@@ -20,7 +20,7 @@ from egovlp.validate import (
 
 
 def convert_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="egovlp convert",
         description="Convert a released EgoVLP, LaViLa or EgoVLPv2 checkpoint to safetensors + config.json "
         "(the family is read from the file's keys; docs/checkpoints.md).",
@@ -52,7 +52,7 @@ def convert_main(argv: list[str] | None = None) -> int:
 
 
 def embed_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="egovlp embed", description="Embed a text or a video clip with an EgoVLP model; prints JSON."
     )
     add_model_arguments(parser)

@@ -8,7 +8,6 @@ and adds it to `summary.json` as soon as it is known, so a failed stage keeps wh
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from egovlp.cli_args import OneLineParser
 from egovlp.config import find_config
 from egovlp.formats import write_json_atomic
 from egovlp.synth.cli import add_world_arguments
@@ -88,7 +88,7 @@ class Summary:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = OneLineParser(description=__doc__)
     p.add_argument("--out", default="demo-output")
     add_world_arguments(p, videos=DEMO_VIDEOS, val_videos=DEMO_VAL_VIDEOS)
     p.add_argument("--train-seed", type=int, default=None, help="override the demo config's train.seed")

@@ -1,33 +1,29 @@
 """EgoVLP: the Frozen-style dual encoder (video tower + DistilBERT text tower, 256-d joint space).
 
 Attribute names (`video_model`, `text_model`, `txt_proj`, `vid_proj`) equal the published
-checkpoint's, so its state dict loads after stripping the DDP `module.` prefix.
+checkpoint's, so its state dict loads after stripping the DDP `module.` prefix. The same class
+holds the LaViLa and EgoVLPv2 dual encoders: `cfg.family` picks the text tower, the projections,
+the tokenizer and the video tower's options (egovlp/families/, docs/checkpoints.md).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import os
 from collections.abc import Sequence
 
 import torch
 from torch import nn
-from transformers import DistilBertConfig, DistilBertModel
 
-from egovlp.config import ModelConfig, TextTowerConfig
+from egovlp.config import ModelConfig
 from egovlp.errors import InputError
 from egovlp.precision import Precision, resolve_precision
-from egovlp.tokenizer import TextTokenizer
+from egovlp.text_towers import create_projections, create_text_tower, pool_text, text_hidden
+from egovlp.tokenizer import TextTokenizer, create_tokenizer
 from egovlp.video_tower import SpaceTimeTransformer
 
-
-def create_text_tower(cfg: TextTowerConfig) -> DistilBertModel:
-    """A DistilBERT with the distilbert-base-uncased defaults, built from the config (no download)."""
-    # the config's field names are DistilBertConfig's own (vocab_size, dim, n_layers, ...)
-    hf_cfg = DistilBertConfig(
-        **dataclasses.asdict(cfg), sinusoidal_pos_embds=False, attn_implementation="sdpa"
-    )
-    return DistilBertModel(hf_cfg)
+# clips longer than the stored temporal_embed are fitted to it when the family interpolates
+MAX_INTERPOLATED_FRAMES = 64
 
 
 class EgoVLP(nn.Module):
@@ -35,11 +31,13 @@ class EgoVLP(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.video_model = SpaceTimeTransformer(cfg.video)
+        # DistilBERT (EgoVLP), CLIP's text transformer (LaViLa) or RoBERTa (EgoVLPv2)
         self.text_model = create_text_tower(cfg.text)
-        # ReLU *before* the text projection, as published; the video projection is a bare Linear.
-        self.txt_proj = nn.Sequential(nn.ReLU(), nn.Linear(cfg.text.dim, cfg.projection_dim))
-        self.vid_proj = nn.Sequential(nn.Linear(cfg.video.embed_dim, cfg.projection_dim))
+        # EgoVLP: ReLU before the text Linear, a bare video Linear; LaViLa: matrices; v2: 3-layer MLPs
+        self.txt_proj, self.vid_proj = create_projections(cfg)
         self._tokenizer = tokenizer
+        # a converted folder's `tokenizer/` (RoBERTa); set by egovlp.checkpoint.load_model
+        self.tokenizer_dir: str | os.PathLike | None = None
         # what the encode_* helpers run in; set_precision casts the weights once (docs/design.md D)
         self.precision = "fp32"
 
@@ -48,23 +46,24 @@ class EgoVLP(nn.Module):
     @property
     def tokenizer(self) -> TextTokenizer:
         if self._tokenizer is None:
-            self._tokenizer = TextTokenizer(max_length=min(512, self.cfg.text.max_position_embeddings))
+            self._tokenizer = create_tokenizer(self.cfg, self.tokenizer_dir)
         return self._tokenizer
 
     @property
     def device(self) -> torch.device:
-        return self.vid_proj[0].weight.device
+        return self.video_model.cls_token.device
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in self.tokenizer(list(texts)).items()}
 
     def text_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Token ids `[B, L]` -> DistilBERT last hidden states `[B, L, dim]`."""
-        return self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        """Token ids `[B, L]` -> the text tower's last hidden states `[B, L, dim]`."""
+        return text_hidden(self.text_model, self.cfg.text, input_ids, attention_mask)
 
     def embed_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """`[B, L]` ids -> `[B, projection_dim]` (CLS -> txt_proj), with gradients."""
-        return self.txt_proj(self.text_hidden(input_ids, attention_mask)[:, 0])
+        """`[B, L]` ids -> `[B, projection_dim]` (CLS, or CLIP's EOT -> txt_proj), with gradients."""
+        hidden = self.text_hidden(input_ids, attention_mask)
+        return self.txt_proj(pool_text(self.cfg.text, hidden, input_ids))
 
     def embed_video(self, frames: torch.Tensor) -> torch.Tensor:
         """`[B, F, 3, H, W]` -> `[B, projection_dim]` (video CLS -> vid_proj), with gradients."""
@@ -80,7 +79,7 @@ class EgoVLP(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.vid_proj[0].weight.dtype
+        return self.video_model.cls_token.dtype
 
     def set_precision(self, precision: Precision | str) -> EgoVLP:
         """Cast the weights once to `precision` (a `resolve_precision` result, or its name) for
@@ -104,8 +103,10 @@ class EgoVLP(nn.Module):
             raise InputError(
                 f"frames: expected {v.img_size}x{v.img_size} pixels, got {tuple(frames.shape[3:])}"
             )
-        if not 1 <= frames.shape[1] <= v.num_frames:
-            raise InputError(f"frames: expected 1..{v.num_frames} frames per clip, got {frames.shape[1]}")
+        # EgoVLP stores a 16-frame (zero-padded) embedding; the interpolating families fit theirs
+        most = v.num_frames if v.temporal_fit == "zeros" else max(v.num_frames, MAX_INTERPOLATED_FRAMES)
+        if not 1 <= frames.shape[1] <= most:
+            raise InputError(f"frames: expected 1..{most} frames per clip, got {frames.shape[1]}")
 
     def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
         """Normalized frames `[B, F, 3, H, W]` -> `[B, 256]` float, NOT L2-normalized."""

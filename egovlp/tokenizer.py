@@ -191,6 +191,9 @@ class ClipTokenizer:
         self._bpe = ClipBPE(bpe_path)
         self.context_length = context_length
         self.source = str(self._bpe.path)
+        # the names the other tokenizers give these (serve pads token-id batches with pad_id)
+        self.max_length = context_length
+        self.pad_id = 0  # published: zeros after EOT
 
     @property
     def vocab_size(self) -> int:

@@ -30,10 +30,20 @@ from egovlp.errors import VideoReadError
 from egovlp.video_backends import BACKENDS, Decoded, Pick, VideoInfo, check_backend
 
 __all__ = [
-    "BACKENDS", "BACKEND_ENV", "DEFAULT_ORDER", "VideoInfo", "available_backends", "check_backend",
-    "clip_sample_times", "frame_index", "read_ego4d_frames", "read_frames", "read_frames_at",
-    "resolve_ego4d_video", "video_info",
-]  # fmt: skip
+    "BACKENDS",
+    "BACKEND_ENV",
+    "DEFAULT_ORDER",
+    "VideoInfo",
+    "available_backends",
+    "check_backend",
+    "clip_sample_times",
+    "frame_index",
+    "read_ego4d_frames",
+    "read_frames",
+    "read_frames_at",
+    "resolve_ego4d_video",
+    "video_info",
+]
 
 logger = logging.getLogger(__name__)
 

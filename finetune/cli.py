@@ -10,6 +10,7 @@ import logging
 import sys
 
 from egovlp import training
+from egovlp.cli_args import OneLineParser
 from egovlp.precision import PRECISIONS
 from egovlp.validate import (
     input_dir,
@@ -57,7 +58,7 @@ def _task_and_clips(p: argparse.ArgumentParser, ann: str) -> None:
 
 
 def _train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="egovlp finetune",
         description=WORKFLOW,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -113,7 +114,7 @@ def train_main(argv: list[str]) -> int:
 
 
 def predict_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="egovlp finetune predict",
         description="C.7 predictions of a fine-tuned model (OSCC: state_change per clip; PNR: pnr_frame, "
         "the predicted index mapped to a parent-video frame with the official mapping).",

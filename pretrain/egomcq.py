@@ -7,7 +7,6 @@ Questions are split across processes by index, without padding, so every questio
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -16,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from egovlp.cli_args import OneLineParser
 from egovlp.errors import InputError, VideoReadError
 from egovlp.formats.egomcq import INTER, INTRA, MCQItem, read_egomcq
 from egovlp.transforms import eval_transform
@@ -113,9 +113,7 @@ def egomcq_scores(results: list[tuple[str, int, bool]]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="egovlp eval egomcq", description="EgoMCQ inter/intra-video accuracy."
-    )
+    parser = OneLineParser(prog="egovlp eval egomcq", description="EgoMCQ inter/intra-video accuracy.")
     add_model_arguments(parser)
     parser.add_argument("--data", required=True, help="egomcq.json")
     parser.add_argument("--videos", required=True, help="video root ({video_uid}.mp4 or 600 s chunks)")

@@ -30,6 +30,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from egovlp.cli_args import OneLineParser
 from egovlp.errors import InputError
 from egovlp.formats.taxonomy import multi_hot
 from egovlp.transforms import train_transform
@@ -259,7 +260,6 @@ def make_train_loader(
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m pretrain.loader --shards DIR --taxonomy DIR`: one epoch through the loader, with stats."""
-    import argparse
     import sys
     import time
 
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     from egovlp.formats.taxonomy import read_taxonomy
     from egovlp.validate import non_negative_int, positive_int
 
-    p = argparse.ArgumentParser(prog="egovlp loader", description=main.__doc__)
+    p = OneLineParser(prog="egovlp loader", description=main.__doc__)
     p.add_argument("--shards", required=True, help="shard folder, brace pattern or glob")
     p.add_argument("--taxonomy", required=True, help="folder with verb_taxonomy.json / noun_taxonomy.json")
     p.add_argument("--batch-size", type=positive_int, default=8, help="clips per batch")

@@ -17,7 +17,6 @@ are kept in `shard_config.json`; `sizes.json` maps each shard to its sample coun
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import json
 import logging
@@ -31,6 +30,7 @@ from collections import defaultdict
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
+from egovlp.cli_args import OneLineParser
 from egovlp.errors import InputError
 from egovlp.formats.egoclip import EgoClipRow, read_egoclip, segment_id
 from egovlp.io import remove_stale_temps, write_json_atomic
@@ -293,7 +293,7 @@ def _run_pool(tasks: list[ShardTask], workers: int, counts: dict, bar) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="egovlp shard", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="egovlp shard", description=__doc__.split("\n\n")[0])
     parser.add_argument("--csv", required=True, help="EgoClip csv (tab separated)")
     parser.add_argument("--videos", required=True, help="video root: {uid}.mp4 or {uid}/{k}.mp4 chunks")
     parser.add_argument("--out", required=True, help="output folder for the shards")

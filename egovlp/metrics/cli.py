@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from egovlp.cli_args import OneLineParser
 from egovlp.errors import InputError
 from egovlp.io import write_bytes_atomic
 from egovlp.metrics.fho import oscc_metrics, pnr_metrics
@@ -43,9 +44,7 @@ TASKS: dict[str, tuple[Callable[..., dict[str, Any]], str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="egovlp eval", description="Score predictions with the official metrics."
-    )
+    parser = OneLineParser(prog="egovlp eval", description="Score predictions with the official metrics.")
     sub = parser.add_subparsers(dest="task", required=True, metavar="TASK")
     for name, (_, summary) in TASKS.items():
         task = sub.add_parser(name, help=summary, description=summary)

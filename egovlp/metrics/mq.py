@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from egovlp.metrics.iou import segment_iou
 from egovlp.metrics.io import Loc, MqInstance, parse_mq_ground_truth, parse_mq_predictions
+from egovlp.metrics.iou import segment_iou
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from egovlp.metrics.iou import segment_iou
 from egovlp.metrics.io import NlqPrediction, Window, parse_nlq_ground_truth, parse_nlq_predictions
+from egovlp.metrics.iou import segment_iou
 
 logger = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from egovlp.metrics.iou import Box, box_area, box_intersection, box_iou, segment_iou
 from egovlp.metrics.io import parse_vq2d
+from egovlp.metrics.iou import Box, box_area, box_intersection, box_iou, segment_iou
 from egovlp.metrics.mq import ap_from_ranked_hits, rank_by_score
 
 THRESHOLDS = (0.25, 0.5, 0.75, 0.95)

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from egovlp.cli_args import OneLineParser
 from egovlp.errors import InputError
 from egovlp.procs import die_with_parent
 from egovlp.synth.annotations import write_annotations
@@ -171,7 +172,7 @@ def add_world_arguments(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="egovlp synth",
         description="Write the synthetic egocentric dataset: videos/{video_uid}.mp4, egoclip.csv, egomcq.json, "
         "nlq/moments/vq_{train,val}.json, verb/noun taxonomies, split.json, world.json, the object "
