@@ -93,9 +93,11 @@ def window_reads(paths: list[Path]) -> dict:
             frames += len(got)
     seconds = time.perf_counter() - t0
     return {
-        "frames": frames, "seconds": round(seconds, 3), "frames_per_s": round(frames / seconds, 1),
+        "frames": frames,
+        "seconds": round(seconds, 3),
+        "frames_per_s": round(frames / seconds, 1),
         "x_realtime": round(video_seconds / seconds, 1),
-    }  # fmt: skip
+    }
 
 
 def exactness(paths: list[Path], samples: int, seed: int) -> dict:
@@ -141,9 +143,11 @@ def random_reads(paths: list[Path], reads: int, seed: int) -> dict:
         one()
     seconds = time.perf_counter() - t0
     return {
-        "reads": reads, "reads_per_s": round(reads / seconds, 1), "rss_start_mib": round(before, 1),
+        "reads": reads,
+        "reads_per_s": round(reads / seconds, 1),
+        "rss_start_mib": round(before, 1),
         "rss_growth_mib": round(rss_mib() - before, 1),
-    }  # fmt: skip
+    }
 
 
 def nvdec(paths: list[Path], samples: int) -> dict:
@@ -173,10 +177,14 @@ def nvdec(paths: list[Path], samples: int) -> dict:
     )
     return {
         "backend": "nvdec",
-        "window": {"frames": frames, "seconds": round(seconds, 3), "frames_per_s": round(frames / seconds, 1),
-                   "x_realtime": round(video_seconds / seconds, 1)},
+        "window": {
+            "frames": frames,
+            "seconds": round(seconds, 3),
+            "frames_per_s": round(frames / seconds, 1),
+            "x_realtime": round(video_seconds / seconds, 1),
+        },
         "exactness": {"frames": len(idx), "max_abs_diff": diff},
-    }  # fmt: skip
+    }
 
 
 def worker(backend: str, paths: list[Path], reads: int, samples: int) -> dict:
@@ -220,8 +228,9 @@ def main(argv: list[str] | None = None) -> int:
             backends.append("nvdec")
         results = []
         for name in backends:
-            cmd = [sys.executable, __file__, "--worker", name, "--videos", os.pathsep.join(map(str, paths)),
-                   "--reads", str(args.reads), "--samples", str(args.samples)]  # fmt: skip
+            cmd = [sys.executable, __file__, "--worker", name]
+            cmd += ["--videos", os.pathsep.join(map(str, paths))]
+            cmd += ["--reads", str(args.reads), "--samples", str(args.samples)]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
                 results.append({"backend": name, "error": done.stderr.strip().splitlines()[-1:]})

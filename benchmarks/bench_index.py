@@ -11,7 +11,10 @@ memory, and go through the same build as `egovlp index` (serve.index.build.build
 Queries are held-out rows of fresh clips; the exact top-10 of every query is kept over the same
 stream. Then a fresh process loads the index folder (serve.index.store.load_index) and measures its
 RSS and single-query latency at k=10 with one FAISS thread. The last line is one JSON object:
-recall_at_10, p50_ms, p99_ms, build_s, bytes_per_vector, rss_mb (+ details).
+recall_at_10, p50_ms, p99_ms, build_s, bytes_per_vector, rss_mb, rss_anon_mb, rss_file_backed_mb
+(+ the curve and details). Re-time a kept index (`--out DIR`) without rebuilding it:
+
+    python benchmarks/bench_index.py --measure DIR/index DIR/queries.npy DIR/truth.npy --curve 8 16 --k-factors 8 16
 """
 
 from __future__ import annotations
@@ -115,31 +118,58 @@ def _latencies(idx, queries: np.ndarray, searches: int) -> list[float]:
     return times
 
 
-def curve(idx, queries: np.ndarray, truth: np.ndarray, nprobes: list[int], searches: int) -> list[dict]:
-    """Recall@10 and single-query latency at each nprobe (the index's other parameters kept)."""
+def curve(
+    idx, queries: np.ndarray, truth: np.ndarray, nprobes: list[int], searches: int, k_factors: list[int]
+) -> list[dict]:
+    """Recall@10 and single-query latency at each nprobe (x each k_factor of a re-ranked index; the
+    index's other parameters kept)."""
     from serve.index.store import set_search_params
 
     points = []
     for nprobe in nprobes:
-        set_search_params(idx.index, {"nprobe": nprobe})
-        _, got = idx.index.search(queries, 10)
-        times = _latencies(idx, queries, searches)
-        points.append(
-            {
-                "nprobe": nprobe,
-                "recall_at_10": round(_recall(got, truth), 4),
-                "p50_ms": round(float(np.percentile(times, 50)), 3),
-                "p99_ms": round(float(np.percentile(times, 99)), 3),
-            }
-        )
+        for k_factor in k_factors or [None]:
+            params = {"nprobe": nprobe} | ({"k_factor": k_factor} if k_factor else {})
+            set_search_params(idx.index, params)
+            _, got = idx.index.search(queries, 10)
+            times = _latencies(idx, queries, searches)
+            points.append(
+                {
+                    **params,
+                    "recall_at_10": round(_recall(got, truth), 4),
+                    "p50_ms": round(float(np.percentile(times, 50)), 3),
+                    "p99_ms": round(float(np.percentile(times, 99)), 3),
+                }
+            )
     return points
 
 
-def measure(index_dir: str, queries_path: str, truth_path: str, searches: int, nprobes: list[int]) -> dict:
-    """In a fresh process: load the index, RSS, recall of the loaded index, per-query latency, and
-    the recall/latency curve over `nprobes` (measured after the default, which is restored)."""
+def _rss_mb() -> dict[str, float]:
+    """Resident memory split as the kernel counts it: anonymous (the heap: FAISS codes) and
+    file-backed (memory-mapped rows table / fp16 rows, libraries; the kernel can drop these)."""
+    fields = {}
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                fields[name] = int(value.split()[0]) / 1024  # kB
+    return {
+        "rss_mb": round(fields["VmRSS"], 1),
+        "rss_anon_mb": round(fields.get("RssAnon", 0.0), 1),
+        "rss_file_backed_mb": round(fields.get("RssFile", 0.0) + fields.get("RssShmem", 0.0), 1),
+    }
+
+
+def measure(
+    index_dir: str,
+    queries_path: str,
+    truth_path: str,
+    searches: int,
+    nprobes: list[int],
+    k_factors: list[int] = (),
+) -> dict:
+    """In a fresh process: load the index, RSS, recall of the loaded index, per-query latency at the
+    parameters in index.json, then the recall/latency curve over `nprobes` x `k_factors`."""
     import faiss
-    import psutil
 
     from serve.index.store import load_index
 
@@ -149,21 +179,23 @@ def measure(index_dir: str, queries_path: str, truth_path: str, searches: int, n
     except OSError:
         pass
     idx = load_index(index_dir, use_gpu=False)
-    rss_mb = psutil.Process().memory_info().rss / 2**20
+    after_load = _rss_mb()
     queries, truth = np.load(queries_path), np.load(truth_path)
     _, got = idx.index.search(queries, 10)
     recall = _recall(got, truth)
     times = _latencies(idx, queries, searches)
-    mem = psutil.Process().memory_full_info()
-    rss_after, file_backed = mem.rss / 2**20, mem.shared / 2**20
+    after_search = _rss_mb()  # after the searches: the pages of the rows (and fp16 rows) they touched
+    points = curve(idx, queries, truth, nprobes, searches, list(k_factors)) if nprobes else []
     return {
         "recall_at_10": round(recall, 4),
         "p50_ms": round(float(np.percentile(times, 50)), 3),
         "p99_ms": round(float(np.percentile(times, 99)), 3),
-        "rss_mb": round(max(rss_mb, rss_after), 1),
-        "rss_after_load_mb": round(rss_mb, 1),
-        "rss_file_backed_mb": round(file_backed, 1),  # pages of the memory-mapped rows table and libraries
-        "curve": curve(idx, queries, truth, nprobes, searches) if nprobes else [],
+        "search_params": idx.info.get("search_params"),
+        **after_search,
+        "rss_after_load_mb": after_load["rss_mb"],
+        "rss_after_curve": _rss_mb(),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "curve": points,
     }
 
 
@@ -185,10 +217,17 @@ def main() -> int:
         default=[2, 4, 8, 16],
         help="nprobe values of the recall/latency curve (IVF kinds; none: skip it)",
     )
+    p.add_argument(
+        "--k-factors",
+        type=int,
+        nargs="*",
+        default=[],
+        help="k_factor values of the curve for a re-ranked kind (pq_rerank), each at every nprobe",
+    )
     p.add_argument("--measure", nargs=3, metavar=("INDEX_DIR", "QUERIES", "TRUTH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.measure:
-        print(json.dumps(measure(*args.measure, args.searches, args.curve)))
+        print(json.dumps(measure(*args.measure, args.searches, args.curve, args.k_factors)))
         return 0
     import logging
 
@@ -217,6 +256,7 @@ def main() -> int:
             str(t_path),
         ]
         cmd += ["--curve", *map(str, args.curve if info.get("kind") not in ("flat", "hnsw") else [])]
+        cmd += ["--k-factors", *map(str, args.k_factors if info.get("rerank") else [])]
         env = dict(os.environ, OMP_NUM_THREADS="1")
         measured = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout)
     result = {

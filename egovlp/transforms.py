@@ -1,4 +1,4 @@
-"""Frame preprocessing of DESIGN.md B.3: uint8 frames -> normalized float clips for the video tower.
+"""Frame preprocessing of docs/design.md B.3: uint8 frames -> normalized float clips for the video tower.
 
 Eval: Resize(256) on the short side -> CenterCrop(256) -> Resize(size) -> /255 -> ImageNet normalize.
 Train: RandomResizedCrop(size, scale=(0.5, 1.0)) + horizontal flip (p=0.5), one crop and one flip

@@ -1,4 +1,4 @@
-"""SpaceTimeTransformer: the Frozen-in-Time / EgoVLP video tower (DESIGN.md B.1).
+"""SpaceTimeTransformer: the Frozen-in-Time / EgoVLP video tower (docs/design.md B.1).
 
 Reads top to bottom: divided attention, block, tower, initialisation from an image ViT.
 Module names equal the published checkpoint's keys (`blocks.{i}.timeattn.qkv`, ...), so loading
@@ -18,7 +18,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from egovlp.config import VideoTowerConfig
 
-# the constants callers normalize with (DESIGN.md B.3; egovlp.transforms uses the same numbers)
+# the constants callers normalize with (docs/design.md B.3; egovlp.transforms uses the same numbers)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -266,7 +266,7 @@ def fit_temporal_embed(embed: torch.Tensor, num_frames: int, mode: str = "zeros"
     return out.squeeze(0)
 
 
-# --- initialisation from an image ViT (pretraining from scratch, DESIGN.md B.1) ----------------
+# --- initialisation from an image ViT (pretraining from scratch, docs/design.md B.1) ----------------
 
 
 def video_tower_state_from_vit(vit_state: dict[str, torch.Tensor], tower: SpaceTimeTransformer) -> dict:

@@ -1,1 +1,1 @@
-"""OSCC and PNR: the video tower fine-tuned end to end through accelerate (DESIGN.md B.7)."""
+"""OSCC and PNR: the video tower fine-tuned end to end through accelerate (docs/design.md B.7)."""

@@ -25,7 +25,7 @@ from egovlp.validate import (
 )
 
 WORKFLOW = """\
-Fine-tune EgoVLP's video tower end to end for Ego4D object state changes (DESIGN.md B.7):
+Fine-tune EgoVLP's video tower end to end for Ego4D object state changes (docs/design.md B.7):
 OSCC (did the object change state? 2 classes) and PNR (which of the 16 frames, 2 fps over the
 8 s clip, is the point of no return? 16 classes). Cross-entropy, 10 epochs at the pretraining
 learning rate by default; --precision auto is bf16 on CUDA, fp32 on the CPU.

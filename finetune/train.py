@@ -1,4 +1,4 @@
-"""OSCC / PNR fine-tuning of the video tower through accelerate (DESIGN.md B.7).
+"""OSCC / PNR fine-tuning of the video tower through accelerate (docs/design.md B.7).
 
 One process runs directly; `--num-processes N` relaunches under torchrun (gloo on the CPU, NCCL on
 GPUs), and `accelerate launch -m finetune.cli oscc|pnr ...` works the same way. Each process takes its own

@@ -1,4 +1,4 @@
-"""EgoMCQ validation (DESIGN.md B.5): pick, among 5 clips, the one a narration describes.
+"""EgoMCQ validation (docs/design.md B.5): pick, among 5 clips, the one a narration describes.
 
 Score: argmax of cosine(query text, choice video). Types: 1 = inter-video, 2 = intra-video (the
 original code prints these two labels swapped; here they are reported under their real names).
@@ -69,7 +69,7 @@ def evaluate_egomcq(
     world_size: int = 1,
     gather=None,
 ) -> dict:
-    """Accuracy in percent: {"inter", "intra", "n_inter", "n_intra"} (DESIGN.md C.5).
+    """Accuracy in percent: {"inter", "intra", "n_inter", "n_intra"} (docs/design.md C.5).
 
     `gather(obj) -> list` collects per-process results (e.g. accelerate's gather_object); it is
     required when world_size > 1.

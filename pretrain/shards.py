@@ -1,6 +1,6 @@
 """`egovlp shard`: EgoClip csv + Ego4D-style videos -> webdataset tar shards for pretraining.
 
-Each sample holds one clip and one scene-aware negative (DESIGN.md B.4: another clip of the same
+Each sample holds one clip and one scene-aware negative (docs/design.md B.4: another clip of the same
 video in the same 60 s segment; when the segment has no other clip, the nearest clip in time of the
 same video, recorded as such), so the loader needs no random access:
 

@@ -1,4 +1,4 @@
-"""Readers and writers for the data formats the project speaks (DESIGN.md B.5 and C).
+"""Readers and writers for the data formats the project speaks (docs/design.md B.5 and C).
 
 - `egoclip`: the EgoClip narration csv (tab separated) and the scene segment id.
 - `egomcq`: the EgoMCQ multiple-choice json.

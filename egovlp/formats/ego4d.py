@@ -1,4 +1,4 @@
-"""Ego4D episodic-memory annotation files (DESIGN.md C.1, C.3, C.4) -> flat, typed records.
+"""Ego4D episodic-memory annotation files (docs/design.md C.1, C.3, C.4) -> flat, typed records.
 
 - NLQ (`nlq_*.json`): videos[] -> clips[] -> annotations[] -> language_queries[]; one `NLQQuery` per
   language query, keyed (clip_uid, annotation_uid, query_idx) as the prediction file is. Queries

@@ -1,4 +1,4 @@
-"""The EgoClip narration table (DESIGN.md B.5): a tab-separated csv, one narrated clip per row.
+"""The EgoClip narration table (docs/design.md B.5): a tab-separated csv, one narrated clip per row.
 
 Columns, in order: clip_idx, video_uid, video_dur, narration_source, narration_ind, narration_time,
 clip_start, clip_end, clip_text, tag_verb, tag_noun. Tags are strings like "[93]" or

@@ -1,4 +1,4 @@
-"""The EgoMCQ benchmark file (DESIGN.md B.5): multiple-choice text -> video questions.
+"""The EgoMCQ benchmark file (docs/design.md B.5): multiple-choice text -> video questions.
 
 Layout: {"0": {"answer": int, "query": {clip_text, tag_verb, tag_noun, ...}, "choices": {"0".."4":
 EgoClip-like rows with video_uid, clip_start, clip_end, ...}, "types": 1 | 2}, "1": ...}.

@@ -1,4 +1,4 @@
-"""Ego4D FHO state-change annotations (`fho_oscc-pnr_{train,val}.json`, DESIGN.md C.7) -> typed clips.
+"""Ego4D FHO state-change annotations (`fho_oscc-pnr_{train,val}.json`, docs/design.md C.7) -> typed clips.
 
 A file is `{"clips": [...]}`; each clip is an 8 s (or other) window of a parent video
 `{video_uid}.mp4` with its frame range on the 30 fps grid (`parent_*`), the same window inside the

@@ -2,7 +2,7 @@
 functions.
 
 Each function takes parsed JSON (or, for grounding, per-frame masks) and returns the dict that
-`egovlp eval TASK` prints (DESIGN.md C.5). Malformed input raises `egovlp.errors.InputError`.
+`egovlp eval TASK` prints (docs/design.md C.5). Malformed input raises `egovlp.errors.InputError`.
 """
 
 from egovlp.metrics.fho import oscc_metrics, pnr_metrics

@@ -1,6 +1,6 @@
 """`egovlp eval nlq|mq|vq2d|oscc|pnr|grounding --gt GT.json --pred PRED.json`: print the metrics as JSON.
 
-stdout carries exactly one JSON object (DESIGN.md C.5 keys and units) so scripts can parse it; logs go
+stdout carries exactly one JSON object (docs/design.md C.5 keys and units) so scripts can parse it; logs go
 to stderr. A malformed file is an InputError naming the file and JSON path (exit code 2 through the
 `egovlp` dispatcher, or through `python -m egovlp.metrics.cli`).
 """

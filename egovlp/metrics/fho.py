@@ -1,4 +1,4 @@
-"""Ego4D FHO state-change metrics (DESIGN.md C.7): OSCC accuracy and PNR temporal localization error.
+"""Ego4D FHO state-change metrics (docs/design.md C.7): OSCC accuracy and PNR temporal localization error.
 
 - OSCC: a prediction `{"unique_id", "state_change": bool}` for every ground-truth clip; accuracy is the
   percentage of clips whose flag matches.

@@ -2,7 +2,7 @@
 
 Every problem with a file's content becomes one `InputError` that names the file and the JSON path of
 the offending value (``nlq_pred.json: results[3].predicted_times[0]: ...``), so a user can fix the file
-without reading a traceback. The parsers turn the nested Ego4D layouts (DESIGN.md C.1-C.4) into flat
+without reading a traceback. The parsers turn the nested Ego4D layouts (docs/design.md C.1-C.4) into flat
 records that the metric modules score; they take parsed JSON, so the Python API and the CLI validate
 the same way.
 """
@@ -143,7 +143,7 @@ def _kind(value: Any) -> str:
     return {dict: "an object", list: "a list"}.get(type(value), type(value).__name__)
 
 
-# ---- NLQ (DESIGN.md C.1) --------------------------------------------------------------------------
+# ---- NLQ (docs/design.md C.1) --------------------------------------------------------------------------
 
 NlqKey = tuple[str, str, int]  # clip_uid, annotation_uid, query_idx
 
@@ -200,7 +200,7 @@ def parse_nlq_predictions(pred: Any, source: str) -> list[NlqPrediction]:
     return out
 
 
-# ---- MQ (DESIGN.md C.3) ---------------------------------------------------------------------------
+# ---- MQ (docs/design.md C.3) ---------------------------------------------------------------------------
 
 
 @dataclass
@@ -243,7 +243,7 @@ def parse_mq_predictions(pred: Any, source: str) -> list[MqInstance]:
     return out
 
 
-# ---- VQ2D (DESIGN.md C.4) -------------------------------------------------------------------------
+# ---- VQ2D (docs/design.md C.4) -------------------------------------------------------------------------
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The one 1-D IoU of the heads and their metrics, and the box overlap of the metrics.
 
 `segment_iou` serves the NLQ and MQ metrics (seconds, the official continuous definition) and the
-VQ2D temporal IoU (integer rows / frames with the inclusive convention of DESIGN.md
+VQ2D temporal IoU (integer rows / frames with the inclusive convention of docs/design.md
 C.4, where a segment [s, e] covers e - s + 1 units), and MQ Soft-NMS. It takes numpy arrays (the
 metrics, which start without torch) or torch tensors (the heads) and broadcasts, so one call gives a
 pairwise matrix (`a[:, None]`, `b[None]`) or element-wise pairs.

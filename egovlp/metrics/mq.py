@@ -1,4 +1,4 @@
-"""Ego4D Moment Queries metric (DESIGN.md C.3): ActivityNet detection mAP and Recall@1x.
+"""Ego4D Moment Queries metric (docs/design.md C.3): ActivityNet detection mAP and Recall@1x.
 
 mAP: for each class present in the ground truth, its detections are ranked by score (ties keep file
 order) and each one is matched greedily to the not-yet-matched ground truth of the same clip and class

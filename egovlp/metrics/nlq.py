@@ -1,4 +1,4 @@
-"""Ego4D Natural Language Queries metric (DESIGN.md C.2): Recall@k at tIoU thresholds, and mIoU.
+"""Ego4D Natural Language Queries metric (docs/design.md C.2): Recall@k at tIoU thresholds, and mIoU.
 
 The official definition, to the letter: for each prediction entry the ranked windows are compared with
 the query's ground-truth window; a hit at (k, t) needs one of the first k IoUs **strictly greater**

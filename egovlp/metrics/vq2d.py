@@ -1,4 +1,4 @@
-"""Ego4D Visual Queries 2D metrics (DESIGN.md C.4): tAP, stAP, success and recovery.
+"""Ego4D Visual Queries 2D metrics (docs/design.md C.4): tAP, stAP, success and recovery.
 
 Each valid query set is one item with one ground-truth response track and one predicted track. The
 predicted tracks of all items are ranked together by score (ties keep ground-truth order) and scored as

@@ -1,4 +1,4 @@
-"""Object state changes of the synthetic world: videos and `fho_oscc-pnr_{train,val}.json` (DESIGN.md C.7).
+"""Object state changes of the synthetic world: videos and `fho_oscc-pnr_{train,val}.json` (docs/design.md C.7).
 
 Videos of their own (`videos/{video_uid}.mp4`, beside the narrated world's, with uids that never
 collide), so the EgoClip / EgoMCQ / NLQ / MQ / VQ2D files and their videos stay exactly as they were. Each FHO video is a row of 8 s
@@ -48,7 +48,7 @@ CHANGE_SECONDS = 0.1  # the change completes at the PNR frame, starting this lon
 PRE_CHANGED = 0.25  # share of no-change episodes that show the changed look throughout
 CHANGES = ("open", "break", "fill", "recolour")
 MOTIONS = ("sway", "lift", "slide", "turn")
-VIDEO_FOLDER = "videos"  # shared with the narrated world (DESIGN.md: videos/{video_uid}.mp4)
+VIDEO_FOLDER = "videos"  # shared with the narrated world (docs/design.md: videos/{video_uid}.mp4)
 UID_NAMESPACE = uuid.UUID("0b7e4f1a-9c62-5d3e-8a41-7f2c6d9e3b15")
 
 

@@ -1,4 +1,4 @@
-"""The synthetic state-change clips as Ego4D FHO annotations: fho_oscc-pnr_{train,val}.json (DESIGN.md C.7)."""
+"""The synthetic state-change clips as Ego4D FHO annotations: fho_oscc-pnr_{train,val}.json (docs/design.md C.7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`egovlp heads predict mq`: detections per clip in the Ego4D moment-queries format (DESIGN.md C.3)."""
+"""`egovlp heads predict mq`: detections per clip in the Ego4D moment-queries format (docs/design.md C.3)."""
 
 from __future__ import annotations
 
