@@ -21,9 +21,11 @@ import yaml
 from pydantic import NonNegativeInt, PositiveInt
 from pydantic.dataclasses import dataclass
 
-from egovlp.config import STRICT_KEYS, load_config_file
+from egovlp.cli_args import OneLineParser
+from egovlp.config import STRICT_KEYS, find_config, load_config_file
 from egovlp.errors import InputError
 from egovlp.io import remove_stale_temps, write_bytes_atomic
+from egovlp.precision import PRECISIONS, resolve_precision
 from egovlp.validate import (
     non_negative_int,
     os_error_reason,
@@ -34,7 +36,10 @@ from egovlp.validate import (
 )
 from extract.cpus import default_workers
 from extract.manifest import MANIFEST, ManifestRow, write_manifest
-from extract.pipeline import ENGINES, ExtractOptions, ModelSpec, extract_videos, load_extract_model
+from extract.options import ExtractOptions
+from extract.outputs import check_folder_precision, recorded_precisions
+from extract.pipeline import ENGINES, extract_videos
+from extract.stage import ModelSpec, load_extract_model
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +69,14 @@ class ExtractDefaults:
     no_pin_cpus: bool | None = None
     device: str | None = None
     precision: str | None = None
+    allow_mixed_precision: bool | None = None
     engine: str | None = None
     ray_address: str | None = None
     replicas: PositiveInt | None = None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="egovlp extract", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="egovlp extract", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="checkpoint (.pth) or model directory")
     p.add_argument("--config", default=None, help="model YAML for a .pth of another architecture")
     p.add_argument("--preset", help=f"one of {', '.join(PRESETS)}")
@@ -90,25 +96,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=positive_int, default=None, help="rows per model call (default 32 GPU, 8 CPU)"
     )
     p.add_argument(
-        "--workers", type=non_negative_int, default=None,
+        "--workers",
+        type=non_negative_int,
+        default=None,
         help="decoding processes (local; default cores - 1, at most 8) or decode tasks in flight (ray)",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--short-side", type=positive_int, default=None, help="decode at this short side (default: native)"
     )
     p.add_argument("--chunk-rows", type=positive_int, default=64, help="rows decoded per sequential read")
     p.add_argument(
-        "--no-pin-cpus", action="store_true",
+        "--no-pin-cpus",
+        action="store_true",
         help="CPU model: do not give decode workers and the model separate cores (extract/cpus.py)",
-    )  # fmt: skip
+    )
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default auto)")
-    p.add_argument("--precision", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        help=f"{' | '.join(PRECISIONS)} (egovlp/precision.py: auto is bf16 on CUDA)",
+    )
+    p.add_argument(
+        "--allow-mixed-precision",
+        action="store_true",
+        help="write into a folder holding features of another precision",
+    )
     p.add_argument("--engine", default="local", help="local (default) or ray")
     p.add_argument("--ray-address", default=None, help="ray: the cluster to join (default: a local Ray)")
     p.add_argument(
         "--replicas", type=positive_int, default=None, help="ray: model replicas (default: one per GPU)"
     )
-    p.add_argument("--defaults", default=None, help="YAML of option defaults (configs/extract/*.yaml)")
+    p.add_argument(
+        "--defaults", default=None, help="option defaults: a packaged name (nlq-gpu, nlq-ray) or a YAML"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -117,7 +137,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args, _ = parser.parse_known_args(argv)
     if args.defaults:
-        defaults = load_config_file(ExtractDefaults, args.defaults)
+        defaults = load_config_file(ExtractDefaults, find_config("extract", args.defaults))
         parser.set_defaults(**{k: v for k, v in vars(defaults).items() if v is not None})
     return parser.parse_args(argv)
 
@@ -136,17 +156,18 @@ def _validate(args: argparse.Namespace) -> None:
         raise InputError(f"--input {args.input}: not found")
     if not Path(args.model).exists():
         raise InputError(f"--model {args.model}: not found")
-    if args.precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise InputError(f"--precision {args.precision!r}: choose auto, fp32, bf16 or fp16")
 
 
-def _device_name(args: argparse.Namespace) -> str:
-    """The model's device: checked on this machine (local), or on the Ray cluster (ray)."""
+def _device_and_precision(args: argparse.Namespace) -> tuple[str, str]:
+    """The model's device and precision name: resolved on this machine (local), or for the Ray
+    cluster's replicas (ray); precision by `egovlp.precision.resolve_precision` either way."""
     if args.engine == "local" or args.preset == "text":
-        return str(resolve_device(args.device))
-    from extract.ray_engine import cluster_device
+        device = str(resolve_device(args.device))
+        return device, resolve_precision(args.precision, device).name
+    from extract.ray_engine import cluster_device, cluster_precision
 
-    return cluster_device(args.ray_address, args.device)
+    device = cluster_device(args.ray_address, args.device)
+    return device, cluster_precision(args.precision, device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,12 +191,11 @@ def _ray_started_here() -> bool:
 
 
 def _main(args: argparse.Namespace) -> int:
-    device = _device_name(args)
-    if not device.startswith("cuda") and args.precision in ("bf16", "fp16"):
-        raise InputError(
-            f"--precision {args.precision}: half precision is for CUDA only; use fp32 on the CPU"
-        )
+    device, precision = _device_and_precision(args)
     out = output_dir(args.out, "--out")
+    # before anything is loaded or written: the folder keeps one precision (extract/outputs.py)
+    recorded = recorded_precisions(out)
+    check_folder_precision(out, precision, recorded, args.allow_mixed_precision)
     removed = remove_stale_temps(out)
     if removed:
         logger.info("removed %d temp files of killed runs in %s", removed, out)
@@ -186,13 +206,14 @@ def _main(args: argparse.Namespace) -> int:
     )
     # absolute: a Ray actor on another node resolves paths against its own working directory
     model_path, config_path = (str(Path(p).resolve()) if p else p for p in (args.model, args.config))
-    spec = ModelSpec(model_path, config_path, device, args.precision)
+    spec = ModelSpec(model_path, config_path, device, precision)
     # under ray the actors load their own copy; this one gives the identity and sizes
     model = load_extract_model(
         spec if args.engine == "local" or args.preset == "text" else ModelSpec(model_path, config_path)
     )
     resolved = {k: v for k, v in vars(args).items() if k != "defaults"}
     resolved |= {"batch_size": batch_size, "workers": workers, "device": device}
+    resolved |= {"precision": precision, "precision_requested": args.precision}
     try:
         write_bytes_atomic(yaml.safe_dump(resolved, sort_keys=True).encode(), out / OPTIONS_FILE)
     except OSError as err:
@@ -200,35 +221,61 @@ def _main(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     if args.preset == "text":
-        rows = [_run_text(args, model, out, model_name, batch_size)]
+        rows = [_run_text(args, model, out, model_name, batch_size, recorded)]
     else:
         from extract.inputs import resolve_inputs
 
         items = resolve_inputs(args.input, args.videos, per_video=args.per_video)
         opts = ExtractOptions(
-            preset=args.preset, out=out, fmt=args.format, compat=args.compat, save_768=args.save_768,
-            batch_size=batch_size, workers=workers, short_side=args.short_side, chunk_rows=args.chunk_rows,
-            pin_cpus=not args.no_pin_cpus, model_name=model_name, progress=not args.no_progress,
-            engine=args.engine, ray_address=args.ray_address, replicas=args.replicas,
-        )  # fmt: skip
-        rows = extract_videos(model, items, opts, spec).rows
+            preset=args.preset,
+            out=out,
+            fmt=args.format,
+            compat=args.compat,
+            save_768=args.save_768,
+            batch_size=batch_size,
+            workers=workers,
+            short_side=args.short_side,
+            chunk_rows=args.chunk_rows,
+            pin_cpus=not args.no_pin_cpus,
+            model_name=model_name,
+            progress=not args.no_progress,
+            engine=args.engine,
+            ray_address=args.ray_address,
+            replicas=args.replicas,
+            allow_mixed_precision=args.allow_mixed_precision,
+        )
+        rows = extract_videos(model, items, opts, spec, recorded).rows
     manifest, manifest_error = None, None
     try:
         manifest = write_manifest(rows, out)
     except OSError as err:
         manifest_error = f"cannot write {out / MANIFEST} ({os_error_reason(err)})"
-    return _report(rows, out, args.preset, manifest, manifest_error, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    return _report(rows, out, args.preset, precision, manifest, manifest_error, seconds)
 
 
-def _run_text(args, model, out: Path, model_name: str, batch_size: int) -> ManifestRow:
-    from extract.text import extract_text
+def _run_text(
+    args: argparse.Namespace,
+    model,
+    out: Path,
+    model_name: str,
+    batch_size: int,
+    recorded: dict[str, str | None],
+) -> ManifestRow:
+    from extract.text import TEXT_NAME, extract_text
 
     t0 = time.perf_counter()
     try:
         status, n = extract_text(
-            model, args.input, out, model_name, tokens=args.text_tokens, batch_size=max(batch_size, 32),
+            model,
+            args.input,
+            out,
+            model_name,
+            tokens=args.text_tokens,
+            batch_size=max(batch_size, 32),
             progress=not args.no_progress,
-        )  # fmt: skip
+            redo=recorded.get(TEXT_NAME) != model.precision,
+        )
     except OSError as err:  # a full or forbidden disk: one line naming the folder
         raise write_error(out, err) from None
     return ManifestRow(
@@ -236,12 +283,13 @@ def _run_text(args, model, out: Path, model_name: str, batch_size: int) -> Manif
     )
 
 
-def _report(rows, out, preset, manifest, manifest_error, seconds) -> int:
+def _report(rows, out, preset, precision, manifest, manifest_error, seconds) -> int:
     counts = Counter(r.status for r in rows)
     video_seconds = sum(r.duration or 0.0 for r in rows if r.status == "ok")
     summary = {
         "out": str(out),
         "preset": preset,
+        "precision": precision,
         "ok": counts.get("ok", 0),
         "skipped": counts.get("skipped", 0),
         "failed": counts.get("failed", 0),

@@ -58,10 +58,8 @@ def _clip_item(root: Path, clip_uid: str, video_uid: str, start: float | None, e
         # a clip file starts at the clip's start; its length comes from the annotation when known
         duration = None if start is None or end is None else end - start
         return WorkItem(clip_uid, str(clip_file), 0.0, duration, clip_uid, video_uid)
-    return WorkItem(
-        clip_uid, str(whole), start or 0.0, end, clip_uid, video_uid,
-        error=f"{whole}: video file not found (nor clip file {clip_file})",
-    )  # fmt: skip
+    missing = f"{whole}: video file not found (nor clip file {clip_file})"
+    return WorkItem(clip_uid, str(whole), start or 0.0, end, clip_uid, video_uid, error=missing)
 
 
 def annotation_items(path: Path, root: Path, per_video: bool = False) -> list[WorkItem]:

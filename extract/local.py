@@ -13,16 +13,13 @@ import time
 
 from torch.utils.data import DataLoader
 
+from extract.collector import Collector
 from extract.cpus import CpuSplit, pin_worker, pinned_model, plan_cpu_split
-from extract.pipeline import Collector, ExtractOptions, model_step, run_chunk
+from extract.options import ExtractOptions, StageTimes
 from extract.reader import DecodeStream, Job
+from extract.stage import ModelSpec, model_step, run_chunk
 
 logger = logging.getLogger(__name__)
-
-
-def chunk_rows(opts: ExtractOptions) -> int:
-    """Rows per decoded chunk: whole batches, so batch boundaries depend on the output alone."""
-    return max(1, opts.chunk_rows // opts.batch_size) * opts.batch_size
 
 
 def cpu_split(model, opts: ExtractOptions) -> CpuSplit | None:
@@ -35,29 +32,41 @@ def cpu_split(model, opts: ExtractOptions) -> CpuSplit | None:
 def decode_loader(model, jobs: list[Job], opts: ExtractOptions, split: CpuSplit | None) -> DataLoader:
     """The reader: a DataLoader over `DecodeStream` yielding Chunks from `opts.workers` processes."""
     stream = DecodeStream(
-        jobs, model.cfg.video.img_size, letterbox=opts.preset == "vq2d", short_side=opts.short_side,
-        chunk_rows=chunk_rows(opts), first_rows=opts.batch_size,
-    )  # fmt: skip
+        jobs,
+        model.cfg.video.img_size,
+        letterbox=opts.preset == "vq2d",
+        short_side=opts.short_side,
+        chunk_rows=opts.decode_chunk_rows,
+        first_rows=opts.batch_size,
+    )
+    worker_init = functools.partial(pin_worker, split=split) if opts.workers else None
     return DataLoader(
-        stream, batch_size=None, num_workers=opts.workers,
-        worker_init_fn=functools.partial(pin_worker, split=split) if opts.workers else None,
-        pin_memory=model.device.type == "cuda", prefetch_factor=4 if opts.workers else None,
+        stream,
+        batch_size=None,
+        num_workers=opts.workers,
+        worker_init_fn=worker_init,
+        pin_memory=model.device.type == "cuda",
+        prefetch_factor=4 if opts.workers else None,
         persistent_workers=False,
-    )  # fmt: skip
+    )
 
 
-def run_local(model, jobs: list[Job], opts: ExtractOptions, collector: Collector) -> float:
-    """Decode `jobs` and run the model over them, feeding `collector`; returns the model's seconds."""
+def run_local(
+    model, spec: ModelSpec | None, jobs: list[Job], opts: ExtractOptions, collector: Collector
+) -> StageTimes:
+    """Decode `jobs` and run `model` (loaded here; `spec` is not needed) over them, feeding
+    `collector`; returns the seconds of each stage."""
     split = cpu_split(model, opts)
     step = model_step(model, opts.preset)
-    model_seconds = 0.0
+    times = StageTimes()
     with pinned_model(split):
         for chunk in decode_loader(model, jobs, opts, split):
+            times.decode += chunk.decode_seconds
             if chunk.error is not None:
                 collector.fail(chunk.job, chunk.error)
                 continue
             t0 = time.perf_counter()
             outputs = run_chunk(model, step, chunk.frames, opts.batch_size)
-            model_seconds += time.perf_counter() - t0
+            times.model += time.perf_counter() - t0
             collector.add(chunk.job, chunk.row0, outputs)
-    return model_seconds
+    return times

@@ -5,7 +5,8 @@
          yields chunks of rows (streaming; Ray Data's backpressure holds decoding back when the
          model falls behind)
       -> model: an actor pool, one replica per GPU (num_gpus=1) on a cluster, CPU actors otherwise;
-         each replica loads the model once and runs chunks in the same batches as the local engine
+         each replica loads the model once (`extract.stage`: weights cast to the run's precision)
+         and runs chunks in the same batches as the local engine
       -> this process: the same `Collector` as the local engine writes every output atomically.
 
 Ray restarts a dead actor and retries its task (Ray Data's defaults for actor pools), and a lost
@@ -25,9 +26,11 @@ import numpy as np
 import torch
 
 from egovlp.errors import InputError
-from extract.local import chunk_rows
-from extract.pipeline import Collector, ExtractOptions, ModelSpec, load_extract_model, model_step, run_chunk
+from egovlp.precision import resolve_precision
+from extract.collector import Collector
+from extract.options import ExtractOptions, StageTimes
 from extract.reader import DecodeStream, Job
+from extract.stage import ModelSpec, load_extract_model, model_step, run_chunk
 
 logger = logging.getLogger(__name__)
 
@@ -61,20 +64,49 @@ def cluster_device(address: str | None, requested: str | None) -> str:
     return "cuda" if name == "auto" and gpus else ("cpu" if name == "auto" else name)
 
 
+def _replica_precision(requested: str) -> str:
+    """Ray task on one GPU of the cluster: what `requested` resolves to there."""
+    return resolve_precision(requested, "cuda").name
+
+
+def cluster_precision(requested: str | None, device: str) -> str:
+    """The precision the replicas run in, by `egovlp.precision.resolve_precision`. `auto` on the
+    cluster's GPUs depends on the GPU (bf16 or fp16), so a driver without one asks a GPU of the
+    cluster (after `cluster_device` joined it)."""
+    if requested not in (None, "auto") or not device.startswith("cuda") or torch.cuda.is_available():
+        return resolve_precision(requested, device).name
+    import ray
+
+    probe = ray.remote(num_gpus=1, num_cpus=0)(_replica_precision)
+    return ray.get(probe.remote("auto"))
+
+
 def _blob(obj: object) -> np.ndarray:
     return np.array([pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)], dtype=object)
 
 
-def decode_batch(batch: dict[str, np.ndarray], size: int, letterbox: bool, short_side: int | None,
-                 rows: int, first_rows: int) -> Iterator[dict[str, np.ndarray]]:  # fmt: skip
+def decode_batch(
+    batch: dict[str, np.ndarray],
+    size: int,
+    letterbox: bool,
+    short_side: int | None,
+    rows: int,
+    first_rows: int,
+) -> Iterator[dict[str, np.ndarray]]:
     """Ray task: work-list rows -> one record per decoded chunk of rows."""
     torch.set_num_threads(1)
     for blob in batch["job"]:
         pos, job = pickle.loads(blob)
         stream = DecodeStream([job], size, letterbox, short_side, rows, first_rows)
         for chunk in stream.read_job(pos, job, ramp=True):
-            frames = None if chunk.frames is None else chunk.frames.numpy()
-            yield {"chunk": _blob({"pos": pos, "row0": chunk.row0, "frames": frames, "error": chunk.error})}
+            record = {
+                "pos": pos,
+                "row0": chunk.row0,
+                "frames": None if chunk.frames is None else chunk.frames.numpy(),
+                "error": chunk.error,
+                "decode_seconds": chunk.decode_seconds,
+            }
+            yield {"chunk": _blob(record)}
 
 
 class ModelReplica:
@@ -94,7 +126,8 @@ class ModelReplica:
             chunk["outputs"], chunk["seconds"] = None, 0.0
             if chunk["error"] is None:
                 t0 = time.perf_counter()
-                chunk["outputs"] = run_chunk(self.model, self.step, torch.from_numpy(frames), self.batch_size)
+                frames = torch.from_numpy(frames)  # [n, F, 3, S, S] uint8
+                chunk["outputs"] = run_chunk(self.model, self.step, frames, self.batch_size)
                 chunk["seconds"] = time.perf_counter() - t0
             results.append(pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
         return {"result": np.array(results, dtype=object)}
@@ -105,7 +138,7 @@ def decode_memory(opts: ExtractOptions, img_size: int) -> int:
     chunk of frames a few times over (decoded, resized, shipped). A resource the model actors do not
     ask for, so Ray Data does not fuse decoding into them."""
     frames_per_row = 1 if opts.preset == "vq2d" else 4
-    return 4 * chunk_rows(opts) * frames_per_row * 3 * img_size * img_size + (768 << 20)
+    return 4 * opts.decode_chunk_rows * frames_per_row * 3 * img_size * img_size + (768 << 20)
 
 
 def plan_resources(spec: ModelSpec, opts: ExtractOptions) -> tuple[ModelSpec, int, int, int, float]:
@@ -145,36 +178,61 @@ def build_dataset(spec: ModelSpec, jobs: list[Job], opts: ExtractOptions, img_si
         {"job": pickle.dumps((pos, job), protocol=pickle.HIGHEST_PROTOCOL)} for pos, job in enumerate(jobs)
     ]
     ds = ray.data.from_items(items, override_num_blocks=len(items))  # one block per output, longest first
+    decode_kwargs = {
+        "size": img_size,
+        "letterbox": opts.preset == "vq2d",
+        "short_side": opts.short_side,
+        "rows": opts.decode_chunk_rows,
+        "first_rows": opts.batch_size,
+    }
     ds = ds.map_batches(
-        decode_batch, batch_size=1, batch_format="numpy", num_cpus=1, memory=decode_memory(opts, img_size),
+        decode_batch,
+        batch_size=1,
+        batch_format="numpy",
+        num_cpus=1,
+        memory=decode_memory(opts, img_size),
         compute=ray.data.TaskPoolStrategy(size=workers),
-        fn_kwargs={"size": img_size, "letterbox": opts.preset == "vq2d", "short_side": opts.short_side,
-                   "rows": chunk_rows(opts), "first_rows": opts.batch_size},
-    )  # fmt: skip
+        fn_kwargs=decode_kwargs,
+    )
+    replica_kwargs = {
+        "spec": asdict(spec),
+        "preset": opts.preset,
+        "batch_size": opts.batch_size,
+        "threads": threads,
+    }
     return ds.map_batches(
-        ModelReplica, batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=replicas),
-        num_cpus=threads if not gpus else 1, num_gpus=gpus,
-        fn_constructor_kwargs={"spec": asdict(spec), "preset": opts.preset, "batch_size": opts.batch_size,
-                               "threads": threads},
-    )  # fmt: skip
+        ModelReplica,
+        batch_size=1,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=replicas),
+        num_cpus=threads if not gpus else 1,
+        num_gpus=gpus,
+        fn_constructor_kwargs=replica_kwargs,
+    )
 
 
-def run_ray(spec: ModelSpec, jobs: list[Job], opts: ExtractOptions, collector: Collector) -> float:
-    """Run `jobs` on Ray, feeding `collector`; returns the seconds the replicas spent in the model."""
+def run_ray(
+    model, spec: ModelSpec | None, jobs: list[Job], opts: ExtractOptions, collector: Collector
+) -> StageTimes:
+    """Run `jobs` on Ray, feeding `collector`; the replicas load `spec` (`model`, this process's copy,
+    is not used). Returns the seconds the decode tasks and the replicas spent in each stage."""
     import ray
 
+    if spec is None:
+        raise ValueError("the ray engine needs a ModelSpec for its replicas")
     started = connect(opts.ray_address)
-    model_seconds = 0.0
+    times = StageTimes()
     try:
         ds = build_dataset(spec, jobs, opts, collector.spec.img_size)
         for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=2):
             for blob in batch["result"]:
                 record = pickle.loads(blob)
+                times.decode += record["decode_seconds"]
                 if record["error"] is not None:
                     collector.fail(record["pos"], record["error"])
                 else:
                     collector.add(record["pos"], record["row0"], record["outputs"])
-                    model_seconds += record["seconds"]
+                    times.model += record["seconds"]
     except ray.exceptions.RayError as err:
         # the cluster could not finish (head or driver lost, an actor that cannot start): what is
         # written stays, the rest are failed rows, and a rerun skips what is done
@@ -184,4 +242,4 @@ def run_ray(spec: ModelSpec, jobs: list[Job], opts: ExtractOptions, collector: C
     finally:
         if started:
             ray.shutdown()
-    return model_seconds
+    return times

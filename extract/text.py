@@ -3,8 +3,8 @@
 Keys are `egovlp.features.text_key(clip_uid, annotation_uid, query_idx)`, the triple a prediction
 file uses. Outputs in OUT (written by `egovlp.features.write_text_features`): `text_cls.pt` (dict key
 -> float32 `[256]`), `text_tokens.pt` (dict key -> float32 `[L, 256]`, without [CLS]/[SEP]) with
-`--text-tokens`, and `text_cls.json` (model, weights and config hash, source, keys, the queries
-skipped for lacking text). A rerun with the same weights and source skips.
+`--text-tokens`, and `text_cls.json` (model, weights and config hash, precision, source, keys, the
+queries skipped for lacking text). A rerun with the same weights, source and precision skips.
 """
 
 from __future__ import annotations
@@ -16,10 +16,18 @@ import torch
 from tqdm import tqdm
 
 from egovlp.errors import InputError
-from egovlp.features import model_identity, text_complete, text_key, write_text_features
+from egovlp.features import (
+    TEXT_SIDECAR,
+    model_identity,
+    text_complete,
+    text_key,
+    write_text_features,
+)
 from egovlp.formats.ego4d import read_nlq
 
 logger = logging.getLogger(__name__)
+
+TEXT_NAME = Path(TEXT_SIDECAR).stem  # the text output's name among extract.outputs.recorded_precisions
 
 
 def nlq_queries(path: str | Path) -> tuple[dict[str, str], list[str]]:
@@ -40,17 +48,24 @@ def nlq_queries(path: str | Path) -> tuple[dict[str, str], list[str]]:
 
 
 def extract_text(
-    model, nlq_path: str | Path, out: Path, model_name: str, tokens: bool = False, batch_size: int = 64,
+    model,
+    nlq_path: str | Path,
+    out: Path,
+    model_name: str,
+    tokens: bool = False,
+    batch_size: int = 64,
     progress: bool = True,
-) -> tuple[str, int]:  # fmt: skip
+    redo: bool = False,
+) -> tuple[str, int]:
     """Write the text features of every query in `nlq_path`; returns (status ok|skipped, queries).
-    Raises OSError when the files cannot be written."""
+    `redo`: compute even when complete (the existing ones are of another precision). Raises OSError
+    when the files cannot be written."""
     texts, skipped = nlq_queries(nlq_path)
     keys = list(texts)
     dim = model.cfg.projection_dim
     identity = model_identity(model, model_name)
     source = str(nlq_path)
-    if text_complete(out, keys, dim, tokens, identity, source):
+    if not redo and text_complete(out, keys, dim, tokens, identity, source):
         return "skipped", len(keys)
     cls: dict[str, torch.Tensor] = {}
     tok: dict[str, torch.Tensor] = {}
@@ -67,6 +82,7 @@ def extract_text(
         "preset": "text",
         "source": source,
         **identity.as_meta(),
+        "precision": model.precision,
         "dim": dim,
         "num_queries": len(keys),
         "files": {"cls": "text_cls.pt", "tokens": "text_tokens.pt" if tokens else None},

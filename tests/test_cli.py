@@ -1,4 +1,9 @@
-"""The `egovlp` dispatcher and the library commands: JSON on stdout, exit code 2 on bad input."""
+"""The `egovlp` dispatcher and the library commands: JSON on stdout, exit code 2 on bad input.
+
+Commands run in-process through `tests.helpers.run_egovlp` (output captured, process state put
+back); `python -m egovlp` runs as a subprocess only where the console script or a closed pipe is
+what is tested. The micro model is the shared one (`tests.helpers.micro_model_files`).
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from egovlp.cli import run
-from egovlp.model import EgoVLP
 from tests.conftest import micro_config
-from tests.test_checkpoint import write_official_checkpoint
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, micro_model_files, run_egovlp
 
 
 def write_mp4(path: Path, seconds: float = 2.0, fps: int = 30, size: tuple[int, int] = (64, 48)) -> Path:
@@ -33,17 +34,11 @@ def write_mp4(path: Path, seconds: float = 2.0, fps: int = 30, size: tuple[int, 
     return path
 
 
-def micro_dir(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    model = EgoVLP(micro_config())
-    model.save_pretrained(tmp_path / "model")
-    return tmp_path / "model"
-
-
-def test_embed_text_and_video(tmp_path, capsys):
-    model = micro_dir(tmp_path)
-    assert run(["embed", "--model", str(model), "--text", "C opens the fridge", "--text", "a cup"]) == 0
-    out = json.loads(capsys.readouterr().out)
+def test_embed_text_and_video(tmp_path):
+    model = micro_model_files()["model"]
+    result = run_egovlp(["embed", "--model", str(model), "--text", "C opens the fridge", "--text", "a cup"])
+    assert result.code == 0, result.stderr
+    out = json.loads(result.stdout)
     assert out["dim"] == 16 and [d["text"] for d in out["data"]] == ["C opens the fridge", "a cup"]
     import egovlp
 
@@ -53,30 +48,16 @@ def test_embed_text_and_video(tmp_path, capsys):
     )
 
     video = write_mp4(tmp_path / "clip.mp4")
-    assert (
-        run(
-            [
-                "embed",
-                "--model",
-                str(model),
-                "--video",
-                str(video),
-                "--start",
-                "0.5",
-                "--end",
-                "1.5",
-                "--normalize",
-            ]
-        )
-        == 0
-    )
-    out = json.loads(capsys.readouterr().out)
+    clip = ["--video", str(video), "--start", "0.5", "--end", "1.5", "--normalize"]
+    result = run_egovlp(["embed", "--model", str(model), *clip])
+    assert result.code == 0, result.stderr
+    out = json.loads(result.stdout)
     vec = torch.tensor(out["data"][0]["embedding"])
     assert vec.shape == (16,) and abs(vec.norm().item() - 1) < 1e-5
 
 
-def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
-    model = micro_dir(tmp_path)
+def test_bad_inputs_exit_2_with_one_line(tmp_path):
+    model = micro_model_files()["model"]
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
     cases = [
@@ -87,53 +68,43 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
         ["convert", str(tmp_path / "nope.pth"), str(tmp_path / "out")],
     ]
     for argv in cases:
-        assert run(argv) == 2, argv
-        err = capsys.readouterr().err.strip()
+        result = run_egovlp(argv)
+        assert result.code == 2, (argv, result.stderr)
+        err = result.stderr.strip()
         assert err.count("\n") == 0 and "Traceback" not in err and err.startswith("egovlp "), err
 
 
 def test_convert_command_and_console_script(tmp_path):
-    torch.manual_seed(0)
-    model = EgoVLP(micro_config())
-    write_official_checkpoint(model, tmp_path / "egovlp.pth")
-    import yaml
-
-    cfg = micro_config().to_dict()
-    cfg.pop("name")
-    (tmp_path / "micro.yaml").write_text(yaml.safe_dump(cfg))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "egovlp",
-            "convert",
-            str(tmp_path / "egovlp.pth"),
-            str(tmp_path / "conv"),
-            "--config",
-            str(tmp_path / "micro.yaml"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["config_hash"] == micro_config().config_hash()
+    files = micro_model_files()
+    console = [sys.executable, "-m", "egovlp"]
+    convert = [
+        *console,
+        "convert",
+        str(files["pth"]),
+        str(tmp_path / "conv"),
+        "--config",
+        str(files["micro_yaml"]),
+    ]
+    # both at once: each is mostly interpreter start-up
+    jobs = [
+        subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for argv in (convert, [*console, "nonsense"])
+    ]
+    (out, err), (_, bad_err) = (job.communicate(timeout=300) for job in jobs)
+    assert jobs[0].returncode == 0, err
+    assert json.loads(out)["config_hash"] == micro_config().config_hash()
     assert (tmp_path / "conv" / "model.safetensors").is_file()
     # published files get the umask's mode (mkstemp's 0600 must not leak through the rename)
     from egovlp.io import file_mode
 
     for name in ("model.safetensors", "config.json"):
         assert (tmp_path / "conv" / name).stat().st_mode & 0o777 == file_mode(), name
-    bad = subprocess.run(
-        [sys.executable, "-m", "egovlp", "nonsense"], cwd=ROOT, capture_output=True, text=True
-    )
-    assert bad.returncode == 2
+    assert jobs[1].returncode == 2 and "unknown command 'nonsense'" in bad_err, bad_err
 
 
 def test_embed_into_a_closed_pipe_exits_quietly(tmp_path):
     """`egovlp embed ... | head -c 20`: the reader leaves early; no BrokenPipeError traceback."""
-    model = micro_dir(tmp_path)
+    model = micro_model_files()["model"]
     texts = [
         a for i in range(400) for a in ("--text", f"text number {i}")
     ]  # ~130 KB of JSON: > a pipe buffer
@@ -160,22 +131,22 @@ def _raise_bug(argv):
     raise OSError(22, "Invalid argument")  # no path, not a disk error: a bug keeps its traceback
 
 
-def test_write_errors_and_argparse_errors_are_one_line(monkeypatch, capsys):
+def test_write_errors_and_argparse_errors_are_one_line(monkeypatch):
     from egovlp import cli
 
     monkeypatch.setitem(cli.COMMANDS, "diskfull", ("tests.test_cli:_raise_disk_full", "test"))
     monkeypatch.setitem(cli.COMMANDS, "bug", ("tests.test_cli:_raise_bug", "test"))
-    assert run(["diskfull"]) == 2
-    err = capsys.readouterr().err
+    result = run_egovlp(["diskfull"])
+    assert result.code == 2
     assert (
-        err == "egovlp diskfull: error: /data/out/features.pt: cannot write (no space left on the device)\n"
+        result.stderr
+        == "egovlp diskfull: error: /data/out/features.pt: cannot write (no space left on the device)\n"
     )
     with pytest.raises(OSError, match="Invalid argument"):
-        run(["bug"])
-    with pytest.raises(SystemExit) as exited:  # argparse: one line naming the flag, no usage block
-        run(["synth", "out", "--videos", "0"])
-    assert exited.value.code == 2
-    err = capsys.readouterr().err
+        run_egovlp(["bug"])
+    result = run_egovlp(["synth", "out", "--videos", "0"])  # argparse: one line naming the flag, no usage
+    assert result.code == 2
+    err = result.stderr
     assert err.count("\n") == 1 and "argument --videos: must be a positive integer, got 0" in err
 
 

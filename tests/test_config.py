@@ -48,9 +48,14 @@ def test_errors_name_the_file_and_the_key(tmp_path, text, words):
 
 @pytest.mark.parametrize(
     "override, key",
-    [("train.steps=-3", "train.steps"), ("train.checkpoint_every=-1", "train.checkpoint_every"),
-     ("train.lr=abc", "train.lr"), ("train.bogus=1", "train.bogus"), ("train.mixed_precision=fp8", "mixed_precision")],
-)  # fmt: skip
+    [
+        ("train.steps=-3", "train.steps"),
+        ("train.checkpoint_every=-1", "train.checkpoint_every"),
+        ("train.lr=abc", "train.lr"),
+        ("train.bogus=1", "train.bogus"),
+        ("train.mixed_precision=fp8", "mixed_precision"),
+    ],
+)
 def test_override_errors_name_the_key(override, key):
     with pytest.raises(InputError, match=key):
         load_pretrain_config(None, [override])

@@ -15,45 +15,58 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
-from egovlp.model import EgoVLP
-from tests.conftest import micro_config
+from tests.helpers import PY, ROOT, extracted_features, micro_model_files, subprocess_env, synthetic_world
 
-ROOT = Path(__file__).resolve().parents[1]
-PY = str(ROOT / ".venv" / "bin" / "python")
 TMPFS_SIZE = "3m"
 LEAVE_FREE = 2 * 4096  # two pages: the run gets going, then a write fails part-way
 
 
 def _egovlp(argv: list[str], timeout: float = 300.0) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    # a subprocess: extraction forks its decode workers, and a full disk may end a run by a signal
     return subprocess.run(
-        [PY, "-m", "egovlp", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        [PY, "-m", "egovlp", *argv],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
+
+
+def _mount_tmpfs(mnt: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
+
+
+def _unmount(mnt: Path) -> None:
+    if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 @pytest.fixture(scope="module")
 def data() -> Iterator[dict[str, Path]]:
-    from egovlp.synth.cli import synthesize
-
+    """The shared micro model and world (tests.helpers), once a tmpfs proved mountable: where it is
+    not, every test skips before anything is built."""
     with tempfile.TemporaryDirectory(prefix="egovlp-disk-full-") as name:
         tmp = Path(name)
-        torch.manual_seed(0)
-        EgoVLP(micro_config()).save_pretrained(tmp / "model")
-        synthesize(tmp / "world", videos=4, seed=0, short_side=48, duration=12.0, workers=1)
-        yield {"tmp": tmp, "model": tmp / "model", "world": tmp / "world"}
+        probe = tmp / "probe"
+        probe.mkdir()
+        mounted = _mount_tmpfs(probe)
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
+        _unmount(probe)
+        yield {"tmp": tmp, "model": micro_model_files()["model"], "world": synthetic_world()}
 
 
 @pytest.fixture
 def full_disk(data) -> Iterator[Path]:
     """A 3 MiB tmpfs filled up to LEAVE_FREE bytes; unmounted afterwards."""
     mnt = Path(tempfile.mkdtemp(prefix="full-", dir=data["tmp"]))
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-    )
+    mounted = _mount_tmpfs(mnt)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
     try:
@@ -62,8 +75,7 @@ def full_disk(data) -> Iterator[Path]:
             f.write(b"\0" * (stat.f_bavail * stat.f_frsize - LEAVE_FREE))
         yield mnt
     finally:
-        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+        _unmount(mnt)
         shutil.rmtree(mnt, ignore_errors=True)
 
 
@@ -116,10 +128,7 @@ def test_extract_into_a_full_disk(data, full_disk, preset):
 
 
 def test_index_into_a_full_disk(data, full_disk):
-    features = data["tmp"] / "features"
-    if not (features / "manifest.parquet").is_file():
-        made = _egovlp(_extract_argv(data, "nlq", features))
-        assert made.returncode == 0, made.stderr[-3000:]
+    features = extracted_features()["features"]  # the same extraction as _extract_argv's nlq one
     out = full_disk / "index"
     argv = ["index", "--features", str(features), "--out", str(out)]
     _check_failed_cleanly(_egovlp(argv), out, full_disk)

@@ -39,8 +39,17 @@ def test_weights_hash_of_a_module_equals_its_state_dict():
 
 def _write(tmp_path, name, weights="w1", config="c1", compat=False):
     paths = F.feature_paths(tmp_path, name, "pt", False)
-    meta = {"weights_hash": weights, "config_hash": config, "preset": "nlq", "compat": compat, "short_side": None,
-            "source": f"{name}.mp4", "video_start_sec": 0.0, "num_rows": 3, "row_times": [[0, 1], [1, 2], [2, 3]]}  # fmt: skip
+    meta = {
+        "weights_hash": weights,
+        "config_hash": config,
+        "preset": "nlq",
+        "compat": compat,
+        "short_side": None,
+        "source": f"{name}.mp4",
+        "video_start_sec": 0.0,
+        "num_rows": 3,
+        "row_times": [[0, 1], [1, 2], [2, 3]],
+    }
     F.write_clip_features(paths, np.ones((3, 8), np.float32), None, meta)
     return paths, meta
 

@@ -35,15 +35,13 @@ def test_cuda_ray_replica_on_the_gpu(tmp_path, index_videos, micro_model_dir):
         num_cpus=2, num_gpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False
     )
     try:
-        code = _extract(micro_model_dir, index_videos, tmp_path / "ray", "--engine", "ray", "--workers", "1",
-                        "--precision", "fp32")  # fmt: skip
+        ray_args = ("--engine", "ray", "--workers", "1", "--precision", "fp32")
+        code = _extract(micro_model_dir, index_videos, tmp_path / "ray", *ray_args)
     finally:
         ray.shutdown()
     assert code == 0
-    assert (
-        _extract(micro_model_dir, index_videos, tmp_path / "local", "--device", "cuda", "--precision", "fp32")
-        == 0
-    )
+    local_args = ("--device", "cuda", "--precision", "fp32")
+    assert _extract(micro_model_dir, index_videos, tmp_path / "local", *local_args) == 0
     for name in ("vid30", "vid25"):
         a = torch.load(tmp_path / "ray" / f"{name}.pt", weights_only=True)
         b = torch.load(tmp_path / "local" / f"{name}.pt", weights_only=True)

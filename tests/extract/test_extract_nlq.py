@@ -21,10 +21,27 @@ from extract.manifest import read_manifest
 from extract.reader import DecodeStream, probe
 
 SIDECAR_KEYS = {
-    "name", "clip_uid", "video_uid", "source", "video_start_sec", "video_end_sec", "fps", "window_frames",
-    "rows_per_second", "num_rows", "row_times", "dim", "model", "config_hash", "preset", "compat",
-    "weights_hash", "short_side", "schema",
-}  # fmt: skip
+    "name",
+    "clip_uid",
+    "video_uid",
+    "source",
+    "video_start_sec",
+    "video_end_sec",
+    "fps",
+    "window_frames",
+    "rows_per_second",
+    "num_rows",
+    "row_times",
+    "dim",
+    "model",
+    "config_hash",
+    "preset",
+    "compat",
+    "weights_hash",
+    "short_side",
+    "schema",
+    "precision",
+}
 
 
 def _expected(model, path, indices: np.ndarray) -> torch.Tensor:
@@ -79,15 +96,16 @@ def test_nlq_annotation_pt_matches_encode_video(
     meta_b = json.loads((out / "clipB.json").read_text())
     assert feats_b.shape == (8, 16) and meta_b["source_fps"] == 25.0
     assert meta_b["frame_indices"][0] == [1, 4, 7, 11]  # floor((p + 0.5) / 30 * 25), p = 1, 5, 9, 13
-    torch.testing.assert_close(feats_b, _expected(micro_model, index_videos / "vid25.mp4", np.array(meta_b["frame_indices"])), atol=1e-4, rtol=1e-4)  # fmt: skip
+    expected_b = _expected(micro_model, index_videos / "vid25.mp4", np.array(meta_b["frame_indices"]))
+    torch.testing.assert_close(feats_b, expected_b, atol=1e-4, rtol=1e-4)
     rows = read_manifest(out / "manifest.parquet")
     assert [(r["name"], r["status"], r["rows"]) for r in rows] == [("clipA", "ok", 5), ("clipB", "ok", 8)]
 
 
 def test_npy_layout_compat_and_768(tmp_path, index_videos, micro_model_dir):
     out = tmp_path / "out"
-    code = _run("--model", micro_model_dir, "--preset", "mq", "--input", index_videos, "--out", out,
-                "--format", "npy", "--compat", "--save-768", "--batch-size", "3")  # fmt: skip
+    args = ("--model", micro_model_dir, "--preset", "mq", "--input", index_videos, "--out", out)
+    code = _run(*args, "--format", "npy", "--compat", "--save-768", "--batch-size", "3")
     assert code == 0
     feats = np.load(out / "vid30.npy")  # ActionFormer: [T, C]
     assert feats.shape == (9, 16) and feats.dtype == np.float32  # int(5 * 1.87 * 4 + 1) // 4

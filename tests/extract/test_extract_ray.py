@@ -96,10 +96,12 @@ def test_sigkill_of_a_model_actor_is_retried(local_ray, videos, micro_model_dir,
     out = tmp_path / "killed"
     result: dict[str, int] = {}
     run = threading.Thread(
-        target=lambda: result.update(code=_extract(
-            micro_model_dir, videos, out, "--engine", "ray", "--workers", "1", "--batch-size", "1"
-        ))
-    )  # fmt: skip
+        target=lambda: result.update(
+            code=_extract(
+                micro_model_dir, videos, out, "--engine", "ray", "--workers", "1", "--batch-size", "1"
+            )
+        )
+    )
     run.start()
     deadline = time.monotonic() + 60
     while not list(out.glob("v*.json")) and run.is_alive() and time.monotonic() < deadline:

@@ -71,9 +71,16 @@ def test_default_grid_other_source_rates(fps, duration):
 
 @pytest.mark.parametrize(
     ("s", "e", "vlen"),
-    [(0.0, 30.0, 900), (0.0, 0.5, 15), (0.0, 5.0, 150), (0.0, 100.0, 3000), (12.4, 91.7, 9000), (0.0, 487.3, 14619),
-     (100.0, 130.0, 3500)],  # the last clip runs past the file's end: the boundaries stop at vlen
-)  # fmt: skip
+    [
+        (0.0, 30.0, 900),
+        (0.0, 0.5, 15),
+        (0.0, 5.0, 150),
+        (0.0, 100.0, 3000),
+        (12.4, 91.7, 9000),
+        (0.0, 487.3, 14619),
+        (100.0, 130.0, 3500),
+    ],  # the last clip runs past the file's end: the boundaries stop at vlen
+)
 def test_compat_is_the_published_reader(s, e, vlen):
     plan = compat_plan(s, e, 30.0, vlen)
     expected = compat_frames(s, e, vlen)

@@ -151,15 +151,14 @@ def _cli(*args) -> subprocess.CompletedProcess:
 def test_full_disk_fails_rows_cleanly_and_a_rerun_completes(
     small_fs, tmp_path, index_videos, micro_model_dir, capsys
 ):
-    vq = {"videos": [{"video_uid": "vid30", "clips": [
-        {"clip_uid": f"c{i}", "clip_fps": 5.0, "video_start_sec": 0.0, "video_end_sec": 5.0, "annotations": []}
-        for i in range(4)]}]}  # fmt: skip
-    (tmp_path / "vq.json").write_text(json.dumps(vq))
+    clip = {"clip_fps": 5.0, "video_start_sec": 0.0, "video_end_sec": 5.0, "annotations": []}
+    clips = [{"clip_uid": f"c{i}", **clip} for i in range(4)]
+    (tmp_path / "vq.json").write_text(json.dumps({"videos": [{"video_uid": "vid30", "clips": clips}]}))
     out = small_fs / "out"
     out.mkdir()
     _fill(small_fs, 80 * 1024, "filler1")  # room for about two outputs
-    args = ("--model", micro_model_dir, "--preset", "vq2d", "--input", tmp_path / "vq.json", "--videos", index_videos,
-            "--out", out)  # fmt: skip
+    args = ("--model", micro_model_dir, "--preset", "vq2d", "--input", tmp_path / "vq.json")
+    args += ("--videos", index_videos, "--out", out)
     done = _cli(*args)
     assert done.returncode == 1, done.stderr  # not a signal
     assert "Traceback" not in done.stderr and "no space left" in done.stderr
@@ -171,20 +170,12 @@ def test_full_disk_fails_rows_cleanly_and_a_rerun_completes(
     # text preset on the full disk: one line, exit 2
     nlq = tmp_path / "nlq.json"
     queries = [{"query": "where is the cup " * 40, "clip_start_sec": 0, "clip_end_sec": 1}] * 300
-    nlq.write_text(json.dumps({"videos": [{"video_uid": "v", "clips": [{"clip_uid": "c", "video_start_sec": 0,
-        "video_end_sec": 5, "annotations": [{"annotation_uid": "a", "language_queries": queries}]}]}]}))  # fmt: skip
+    annotations = [{"annotation_uid": "a", "language_queries": queries}]
+    clip = {"clip_uid": "c", "video_start_sec": 0, "video_end_sec": 5, "annotations": annotations}
+    nlq.write_text(json.dumps({"videos": [{"video_uid": "v", "clips": [clip]}]}))
     _fill(small_fs, 0, "filler2")
-    argv = [
-        "extract",
-        "--model",
-        str(micro_model_dir),
-        "--preset",
-        "text",
-        "--input",
-        str(nlq),
-        "--out",
-        str(out),
-    ]
+    argv = ["extract", "--model", str(micro_model_dir), "--preset", "text"]
+    argv += ["--input", str(nlq), "--out", str(out)]
     assert _dispatch([*argv, "--text-tokens", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no space left" in err and str(out) in err
