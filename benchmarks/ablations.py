@@ -37,8 +37,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import subprocess  # noqa: E402
+from bench_common import extraction_model, synth_and_extract  # noqa: E402
 
 from egovlp.formats.ego4d import read_json  # noqa: E402
 from egovlp.metrics import mq_metrics, vq2d_metrics  # noqa: E402
@@ -63,32 +64,12 @@ RUNS = [
 METRICS = {"vq2d": ("stAP25", "tAP25", "success", "recovery"), "mq": ("mAP", "mAP@0.5", "R1x@0.5")}
 
 
-def egovlp(*args: str) -> None:
-    print(f"$ egovlp {' '.join(args)}", file=sys.stderr, flush=True)
-    subprocess.run([sys.executable, "-m", "egovlp", *args], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-
-
-def prepare(out: Path, videos: int, seed: int, model: Path | None) -> dict[str, Path]:
+def prepare(out: Path, videos: int, seed: int, model: Path) -> dict[str, Path]:
     """One world and the features these rows read: clip features (MQ) and frame grids (VQ2D)."""
-    data, feats = out / "data", out / "features"
-    if not (data / "world.json").is_file():
-        egovlp("synth", str(data), "--videos", str(videos), "--short-side", "128", "--duration", "30", "--seed",
-               str(seed), "--fho-videos", "2", "--egomask-videos", "3")  # fmt: skip
-    if model is None:
-        demo = ROOT / "demo-output" / "pretrain" / "final"
-        model = demo if demo.is_dir() else out.parent / "tiny-untrained"
-        if not demo.is_dir() and not (model / "model.safetensors").is_file():
-            import egovlp as lib
-
-            torch.manual_seed(0)
-            lib.create_model(str(ROOT / "configs/model/tiny.yaml")).save_pretrained(str(model))
-    common = ["--model", str(model), "--videos", str(data / "videos"), "--no-progress"]
-    for split in ("train", "val"):
-        egovlp("extract", *common, "--preset", "nlq", "--input", str(data / f"moments_{split}.json"), "--out",
-               str(feats / "clip"))  # fmt: skip
-        egovlp("extract", *common, "--preset", "vq2d", "--input", str(data / f"vq_{split}.json"), "--out",
-               str(feats / "vq2d"))  # fmt: skip
-    return {"data": data, "feats": feats, "model": Path(model)}
+    extractions = (("nlq", "moments", "clip"), ("vq2d", "vq", "vq2d"))
+    return synth_and_extract(
+        out, videos, seed, model, extractions, "--fho-videos", "2", "--egomask-videos", "3"
+    )
 
 
 def run_one(task: str, over: dict, paths: dict, work: Path, epochs: int | None, seed: int) -> dict:
@@ -137,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     model = None
     for seed in args.seeds:
-        paths = prepare(out / f"seed{seed}", args.videos, seed, args.model)
+        paths = prepare(out / f"seed{seed}", args.videos, seed, extraction_model(args.model, out))
         model = paths["model"]
         cache: dict[tuple[str, str], dict] = {}  # identical configurations run once
         for name, task, over in RUNS:

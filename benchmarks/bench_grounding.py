@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,18 +21,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_common import egovlp, extraction_model  # noqa: E402
 
 from heads.grounding.baselines import centre_box, median_box_size, text_patch_similarity  # noqa: E402
 from heads.grounding.dataset import load_samples  # noqa: E402
 
 KEYS = ("IoU_gold_pred", "IoU_gold", "IoU_all", "T_recall", "J&F", "presence_F1")
-
-
-def egovlp(*args: str, capture: bool = False) -> str:
-    print(f"$ egovlp {' '.join(args)}", file=sys.stderr, flush=True)
-    done = subprocess.run([sys.executable, "-m", "egovlp", *args], cwd=ROOT, check=True, text=True,
-                          stdout=subprocess.PIPE if capture else subprocess.DEVNULL)  # fmt: skip
-    return done.stdout or ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,15 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (data / "world.json").is_file():
         egovlp("synth", str(data), "--videos", "2", "--fho-videos", "2", "--duration", "8", "--short-side", "128",
                "--egomask-videos", str(args.egomask_videos), "--seed", str(args.seed))  # fmt: skip
-    model = args.model
-    if model is None:
-        demo = ROOT / "demo-output" / "pretrain" / "final"
-        model = demo if demo.is_dir() else out / "tiny-untrained"
-        if not demo.is_dir() and not (model / "model.safetensors").is_file():
-            import egovlp as lib
-
-            torch.manual_seed(0)
-            lib.create_model(str(ROOT / "configs/model/tiny.yaml")).save_pretrained(str(model))
+    model = extraction_model(args.model, out)
     for split in ("train", "val"):
         ego = data / "egomask" / split
         egovlp("extract", "--model", str(model), "--preset", "vq2d", "--input", str(ego / "videos.txt"), "--out",

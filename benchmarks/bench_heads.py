@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -26,6 +25,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_common import extraction_model, synth_and_extract  # noqa: E402
 
 from egovlp.config import find_config  # noqa: E402
 from egovlp.formats.ego4d import read_json, read_moments, read_nlq, read_vq2d  # noqa: E402
@@ -37,38 +39,18 @@ from heads.nlq.train import train_nlq  # noqa: E402
 from heads.vq2d.predict import challenge_file, predict_vq2d  # noqa: E402
 from heads.vq2d.train import train_vq2d  # noqa: E402
 
-
-def egovlp(*args: str) -> None:
-    cmd = [sys.executable, "-m", "egovlp", *args]
-    print(f"$ egovlp {' '.join(args)}", file=sys.stderr, flush=True)
-    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+# clip features (NLQ, MQ), NLQ query text, frame grids (VQ2D)
+EXTRACTIONS = (
+    ("nlq", "nlq", "clip"),
+    ("nlq", "moments", "clip"),
+    ("text", "nlq", "text_{split}"),
+    ("vq2d", "vq", "vq2d"),
+)
 
 
 def prepare(args: argparse.Namespace, out: Path) -> dict[str, Path]:
-    data, feats = out / "data", out / "features"
-    if not (data / "world.json").is_file():
-        egovlp("synth", str(data), "--videos", str(args.videos), "--short-side", "128", "--duration", "30",
-               "--seed", str(args.seed))  # fmt: skip
-    model = args.model
-    if model is None:
-        demo = ROOT / "demo-output" / "pretrain" / "final"
-        model = demo if demo.is_dir() else out / "tiny-untrained"
-        if not demo.is_dir() and not (model / "model.safetensors").is_file():
-            import egovlp as lib
-
-            torch.manual_seed(0)
-            lib.create_model("tiny").save_pretrained(str(model))
-    common = ["--model", str(model), "--videos", str(data / "videos"), "--no-progress"]
-    for split in ("train", "val"):
-        egovlp("extract", *common, "--preset", "nlq", "--input", str(data / f"nlq_{split}.json"), "--out",
-               str(feats / "clip"))  # fmt: skip
-        egovlp("extract", *common, "--preset", "nlq", "--input", str(data / f"moments_{split}.json"), "--out",
-               str(feats / "clip"))  # fmt: skip
-        egovlp("extract", *common, "--preset", "text", "--input", str(data / f"nlq_{split}.json"), "--out",
-               str(feats / f"text_{split}"))  # fmt: skip
-        egovlp("extract", *common, "--preset", "vq2d", "--input", str(data / f"vq_{split}.json"), "--out",
-               str(feats / "vq2d"))  # fmt: skip
-    return {"data": data, "feats": feats, "model": Path(model)}
+    model = extraction_model(args.model, out)
+    return synth_and_extract(out, args.videos, args.seed, model, EXTRACTIONS)
 
 
 # ---- baselines -------------------------------------------------------------------------------------
@@ -209,9 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     train_vq2d(data / "vq_train.json", feats / "vq2d", runs / "vq2d", config=find_config("heads", "vq2d"), overrides=over,
                **quiet)  # fmt: skip
-    pred = predict_vq2d(
-        runs / "vq2d", data / "vq_val.json", feats / "vq2d", out / "vq2d_pred.json", **quiet
-    )
+    pred = predict_vq2d(runs / "vq2d", data / "vq_val.json", feats / "vq2d", out / "vq2d_pred.json", **quiet)
     gt = read_json(data / "vq_val.json")
     rows["vq2d"] = {
         "head": vq2d_metrics(gt, pred),

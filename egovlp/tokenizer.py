@@ -47,7 +47,26 @@ def find_vocab() -> Path:
     )
 
 
-class TextTokenizer:
+class _TokenizersBatcher:
+    """What the WordPiece and RoBERTa tokenizers share: a `tokenizers.Tokenizer` in `self._tok`
+    whose padding and truncation are set, so a batch is one `encode_batch`."""
+
+    _tok: Tokenizer | BertWordPieceTokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size()
+
+    def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        if isinstance(texts, str):
+            texts = [texts]
+        encodings = self._tok.encode_batch(list(texts))
+        ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
+        mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": mask}
+
+
+class TextTokenizer(_TokenizersBatcher):
     """Callable: list[str] -> dict(input_ids, attention_mask) as padded LongTensors."""
 
     def __init__(self, source: str | os.PathLike | None = None, max_length: int = 512) -> None:
@@ -68,20 +87,8 @@ class TextTokenizer:
             raise InputError(f"{path}: vocabulary has no [PAD] token")
         self._tok.enable_padding(pad_id=self.pad_id, pad_token="[PAD]")  # to the longest in a batch
 
-    @property
-    def vocab_size(self) -> int:
-        return self._tok.get_vocab_size()
-
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text).ids  # a single text is never padded
-
-    def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        if isinstance(texts, str):
-            texts = [texts]
-        encodings = self._tok.encode_batch(list(texts))
-        ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
-        mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)
-        return {"input_ids": ids, "attention_mask": mask}
 
 
 # --- CLIP's byte-level BPE (LaViLa) ---------------------------------------------------------------
@@ -234,7 +241,7 @@ def find_tokenizer_json(directory: str | os.PathLike | None) -> Path:
     return candidate
 
 
-class RobertaTokenizer:
+class RobertaTokenizer(_TokenizersBatcher):
     """RoBERTa byte-level BPE from `tokenizer.json`, `<s> ... </s>`, truncated and padded to 15."""
 
     def __init__(self, source: str | os.PathLike | None = None, max_length: int = ROBERTA_MAX_LENGTH) -> None:
@@ -251,21 +258,9 @@ class RobertaTokenizer:
         self._tok.enable_truncation(max_length)
         self._tok.enable_padding(pad_id=self.pad_id, pad_token="<pad>", length=max_length)
 
-    @property
-    def vocab_size(self) -> int:
-        return self._tok.get_vocab_size()
-
     def encode(self, text: str) -> list[int]:
         encoding = self._tok.encode(text)
         return [i for i, m in zip(encoding.ids, encoding.attention_mask, strict=True) if m]
-
-    def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        if isinstance(texts, str):
-            texts = [texts]
-        encodings = self._tok.encode_batch(list(texts))
-        ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
-        mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)
-        return {"input_ids": ids, "attention_mask": mask}
 
 
 def create_tokenizer(cfg: ModelConfig, tokenizer_dir: str | os.PathLike | None = None):

@@ -6,6 +6,8 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from serve.asgi import HTTPMiddleware
+
 # The routes we label by name; anything else (404 probes, fuzzing) is "other" to bound cardinality.
 KNOWN_ROUTES = (
     "/v1/embeddings",
@@ -65,17 +67,14 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class MetricsMiddleware:
+class MetricsMiddleware(HTTPMiddleware):
     """Pure ASGI middleware: counts every response by route and status and times it."""
 
     def __init__(self, app, metrics: Metrics) -> None:
-        self.app = app
+        super().__init__(app)
         self.metrics = metrics
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope, receive, send) -> None:
         path = scope.get("path", "")
         route = path if path in KNOWN_ROUTES else "other"
         status = {"code": 500}

@@ -49,25 +49,32 @@ class AppState:
         self.backend_: ModelBackend | None = None
         self.loaded = False  # backend there and the decode workers started
         self.load_error: str | None = None
-        self.text_batcher = Batcher(
+        self.text_batcher = self._model_batcher(
             "text",
             lambda seqs: list(self.backend().embed_tokens(seqs)),
-            self.model_thread,
             settings.max_batch_text,
-            settings.max_wait_ms,
-            settings.max_queue,
-            self.metrics,
             max_items=settings.max_queue_items,
         )
-        self.video_batcher = Batcher(
+        self.video_batcher = self._model_batcher(
             "video",
             lambda clips: list(self.backend().embed_video(clips)),
-            self.model_thread,
             settings.max_batch_video,
-            settings.max_wait_ms,
-            settings.max_queue,
-            self.metrics,
             max_items=max(settings.max_windows, settings.max_batch_video * settings.max_queue // 4),
+        )
+
+    def _model_batcher(
+        self, name: str, embed: Callable[[list[Any]], list[Any]], max_batch: int, max_items: int
+    ) -> Batcher:
+        """A batcher whose batches run on the one model thread, with the settings' wait and queue bounds."""
+        return Batcher(
+            name,
+            embed,
+            self.model_thread,
+            max_batch,
+            self.settings.max_wait_ms,
+            self.settings.max_queue,
+            self.metrics,
+            max_items=max_items,
         )
 
     # ---- lifecycle

@@ -1,16 +1,18 @@
 """Checkpoint families: which published model a state dict comes from, and how to read it.
 
-Each family lives in its own file and gives the same four things (the timm `checkpoint_filter_fn`
-habit): sentinel keys that recognise its published layout, a pure `filter_state_dict(state, cfg)`
-from the published key names to ours, `infer_config(state, args)` (the architecture from the
-tensor shapes when no config is given), and what it leaves out (`ignored`, for the docs and the
-README). docs/checkpoints.md describes every family.
+Each family lives in its own file and gives the same things (the timm `checkpoint_filter_fn`
+habit): its `NAME` (ModelConfig.family) and `TITLE`, `SENTINELS` (keys that recognise its published
+layout), a pure `filter_state_dict(state, cfg)` from the published key names to ours,
+`infer_config(state, args)` (the architecture from the tensor shapes when no config is given), and
+what it leaves out (`IGNORED`, for the docs and the README). `Family.of(module)` reads them, in one
+place for every family. docs/checkpoints.md describes every family.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -31,6 +33,18 @@ class Family:
     infer_config: Callable[[State, Mapping[str, Any] | None], ModelConfig]
     ignored: tuple[str, ...]  # what the dual encoder does not use, in words
 
+    @classmethod
+    def of(cls, module: ModuleType) -> Family:
+        """The family a family module (egovlp/families/<name>.py) describes."""
+        return cls(
+            name=module.NAME,
+            title=module.TITLE,
+            sentinels=module.SENTINELS,
+            filter_state_dict=module.filter_state_dict,
+            infer_config=module.infer_config,
+            ignored=module.IGNORED,
+        )
+
     def matches(self, state: Mapping[str, torch.Tensor]) -> bool:
         return any(all(k in state for k in keys) for keys in self.sentinels)
 
@@ -38,7 +52,9 @@ class Family:
 def _registry() -> dict[str, Family]:
     from egovlp.families import egovlp, egovlpv2, lavila
 
-    return {f.name: f for f in (lavila.FAMILY, egovlpv2.FAMILY, egovlp.FAMILY)}
+    # detection order: LaViLa and EgoVLPv2 before EgoVLP (see detect_family)
+    families = [Family.of(module) for module in (lavila, egovlpv2, egovlp)]
+    return {f.name: f for f in families}
 
 
 def get_family(name: str) -> Family:
@@ -92,6 +108,24 @@ def video_shapes(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, An
         "num_heads": heads_for(dim),
         "mlp_ratio": hidden / dim,
         "num_frames": state[f"{prefix}temporal_embed"].shape[1],
+    }
+
+
+def text_shapes(
+    state: Mapping[str, torch.Tensor], kind: str, embedding: str, layers: str, mlp_in: str, positions: str
+) -> dict[str, Any]:
+    """TextTowerConfig fields read from a text tower's tensors: `embedding` the token embedding
+    [vocab, width], `layers` the prefix of its numbered blocks, `mlp_in` the first block's MLP input
+    weight [hidden, width] (key under `{layers}0.`), `positions` the position embedding [P, width]."""
+    width = state[embedding].shape[1]
+    return {
+        "kind": kind,
+        "dim": width,
+        "n_layers": count_layers(state, layers),
+        "n_heads": heads_for(width),
+        "hidden_dim": state[f"{layers}0.{mlp_in}"].shape[0],
+        "vocab_size": state[embedding].shape[0],
+        "max_position_embeddings": state[positions].shape[0],
     }
 
 

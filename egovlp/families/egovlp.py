@@ -10,7 +10,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from egovlp.config import ModelConfig, base_config
-from egovlp.families import Family, State
+from egovlp.families import State
+
+NAME = "egovlp"
+TITLE = "EgoVLP"
+# what the dual encoder does not use, in words
+IGNORED = ("nothing",)
 
 SENTINELS = (("video_model.temporal_embed", "text_model.transformer.layer.0.attention.q_lin.weight"),)
 
@@ -24,13 +29,3 @@ def filter_state_dict(state: State, cfg: ModelConfig) -> State:
 def infer_config(state: State, args: Mapping[str, Any] | None = None) -> ModelConfig:
     # as before the families existed: a released EgoVLP file is the base architecture
     return base_config()
-
-
-FAMILY = Family(
-    name="egovlp",
-    title="EgoVLP",
-    sentinels=SENTINELS,
-    filter_state_dict=filter_state_dict,
-    infer_config=infer_config,
-    ignored=("nothing",),
-)

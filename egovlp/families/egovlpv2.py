@@ -24,7 +24,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from egovlp.config import ModelConfig
-from egovlp.families import Family, State, count_layers, heads_for, named_if_same, video_shapes
+from egovlp.families import State, named_if_same, text_shapes, video_shapes
+
+NAME = "egovlpv2"
+TITLE = "EgoVLPv2"
+# what the dual encoder does not use, in words
+IGNORED = (
+    "fusion layers (*_i2t, alpha_i2t, crossattention_t2i, alpha_t2i)",
+    "top-level cls_token and norm",
+    "cross_modal_* transforms and poolers",
+    "ITM and MLM heads (itm_score, mlm_score)",
+)
 
 SENTINELS = (
     (
@@ -55,8 +65,6 @@ def filter_state_dict(state: State, cfg: ModelConfig) -> State:
 
 
 def infer_config(state: State, args: Mapping[str, Any] | None = None) -> ModelConfig:
-    words = state["text_model.embeddings.word_embeddings.weight"]  # [vocab, width]
-    width = words.shape[1]
     cfg = ModelConfig.from_dict(
         {
             "family": "egovlpv2",
@@ -67,31 +75,15 @@ def infer_config(state: State, args: Mapping[str, Any] | None = None) -> ModelCo
                 "norm_eps": 1e-5,
                 "temporal_fit": "interpolate_aligned",
             },
-            "text": {
-                "kind": "roberta",
-                "dim": width,
-                "n_layers": count_layers(state, "text_model.encoder.layer."),
-                "n_heads": heads_for(width),
-                "hidden_dim": state["text_model.encoder.layer.0.intermediate.dense.weight"].shape[0],
-                "vocab_size": words.shape[0],
-                "max_position_embeddings": state["text_model.embeddings.position_embeddings.weight"].shape[0],
-            },
+            "text": text_shapes(
+                state,
+                "roberta",
+                embedding="text_model.embeddings.word_embeddings.weight",
+                layers="text_model.encoder.layer.",
+                mlp_in="intermediate.dense.weight",
+                positions="text_model.embeddings.position_embeddings.weight",
+            ),
         },
         "EgoVLPv2 checkpoint",
     )
     return named_if_same(cfg, "egovlpv2")
-
-
-FAMILY = Family(
-    name="egovlpv2",
-    title="EgoVLPv2",
-    sentinels=SENTINELS,
-    filter_state_dict=filter_state_dict,
-    infer_config=infer_config,
-    ignored=(
-        "fusion layers (*_i2t, alpha_i2t, crossattention_t2i, alpha_t2i)",
-        "top-level cls_token and norm",
-        "cross_modal_* transforms and poolers",
-        "ITM and MLM heads (itm_score, mlm_score)",
-    ),
-)

@@ -19,13 +19,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from egovlp.config import ModelConfig
-from egovlp.families import Family, State, count_layers, heads_for, named_if_same, video_shapes
+from egovlp.families import State, named_if_same, text_shapes, video_shapes
 
 # the published evaluation normalizes 0-255 pixels with mean (108.3272985, 116.7460125,
 # 104.09373615) and std (68.5005327, 66.6321579, 70.32316305): CLIP's constants x 255 except the
 # red mean (0.4248, not CLIP's 0.4815). Kept as published, divided by 255.
 PIXEL_MEAN = (108.3272985 / 255, 116.7460125 / 255, 104.09373615 / 255)
 PIXEL_STD = (68.5005327 / 255, 66.6321579 / 255, 70.32316305 / 255)
+
+NAME = "lavila"
+TITLE = "LaViLa"
+# what the dual encoder does not use, in words
+IGNORED = ("logit_scale (the training temperature)",)
 
 SENTINELS = (
     ("visual.temporal_embed", "visual.ln_pre.weight", "image_projection", "token_embedding.weight"),
@@ -64,8 +69,6 @@ def infer_config(state: State, args: Mapping[str, Any] | None = None) -> ModelCo
     training options) is not needed: every size fact is in a shape."""
     ours = "video_model.temporal_embed" in state
     video_prefix, text_prefix = ("video_model.", "text_model.") if ours else ("visual.", "")
-    tokens = state[f"{text_prefix}token_embedding.weight"]  # [vocab, width]
-    width = tokens.shape[1]
     video_proj = state["vid_proj.weight" if ours else "image_projection"]  # [D, out]
     cfg = ModelConfig.from_dict(
         {
@@ -82,28 +85,17 @@ def infer_config(state: State, args: Mapping[str, Any] | None = None) -> ModelCo
                 "pixel_mean": PIXEL_MEAN,
                 "pixel_std": PIXEL_STD,
             },
-            "text": {
-                "kind": "clip",
-                "dim": width,
-                "n_layers": count_layers(state, f"{text_prefix}transformer.resblocks."),
-                "n_heads": heads_for(width),
-                "hidden_dim": state[f"{text_prefix}transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
-                "vocab_size": tokens.shape[0],
-                "max_position_embeddings": state[f"{text_prefix}positional_embedding"].shape[0],
-            },
+            "text": text_shapes(
+                state,
+                "clip",
+                embedding=f"{text_prefix}token_embedding.weight",
+                layers=f"{text_prefix}transformer.resblocks.",
+                mlp_in="mlp.c_fc.weight",
+                positions=f"{text_prefix}positional_embedding",
+            ),
         },
         "LaViLa checkpoint",
     )
     # a packaged name (lavila-tsf-b / -l) only when the shapes are that size: `args.model` alone
     # could name a size the tensors are not
     return named_if_same(cfg, "lavila")
-
-
-FAMILY = Family(
-    name="lavila",
-    title="LaViLa",
-    sentinels=SENTINELS,
-    filter_state_dict=filter_state_dict,
-    infer_config=infer_config,
-    ignored=("logit_scale (the training temperature)",),
-)

@@ -22,6 +22,7 @@ from serve.api.errors import (
     classify,
     error_response,
 )
+from serve.asgi import HTTPMiddleware
 
 
 def check_api_key(authorization: str | None, api_key: str | None) -> None:
@@ -61,24 +62,21 @@ def confine_path(raw: str, roots: Sequence[str | os.PathLike]) -> Path:
     return Path(real)
 
 
-class BodyLimitMiddleware:
+class BodyLimitMiddleware(HTTPMiddleware):
     """Pure ASGI middleware: 413 when Content-Length, or the bytes actually streamed, exceed the limit.
 
     Counting the streamed bytes matters for chunked uploads that send no Content-Length.
     """
 
     def __init__(self, app, max_bytes: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
 
     async def _reject(self, scope, receive, send) -> None:
         response = error_response(TooLarge(f"request body larger than {self.max_bytes} bytes"))
         await response(scope, receive, send)
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope, receive, send) -> None:
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
@@ -155,20 +153,17 @@ class ContentTypeMiddleware:
         await self.app(scope, receive, send)
 
 
-class ErrorEnvelopeMiddleware:
+class ErrorEnvelopeMiddleware(HTTPMiddleware):
     """Pure ASGI middleware: any exception nobody handled -> the 500 `internal_error` envelope with an id.
 
     Without it Starlette answers a plain-text 500 and the error is not counted.
     """
 
     def __init__(self, app, on_error=None) -> None:
-        self.app = app
+        super().__init__(app)
         self.on_error = on_error
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope, receive, send) -> None:
         tracked = _TrackedSend(send)
         try:
             await self.app(scope, receive, tracked)
