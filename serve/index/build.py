@@ -4,15 +4,20 @@ A source (a folder of extracted features, or the benchmark's synthetic generator
 sample and then the rows in chunks. The index is trained on the sample, filled chunk by chunk, and
 its rows table is written batch by batch. The exact top-10 of a few query rows is kept in a running
 heap over the same chunks, so the recall@10 printed at the end is measured against exact search
-over every row, and the search parameter (nprobe) is raised until it reaches `TARGET_RECALL`.
+over every row, and the search parameters (nprobe; pq_rerank: nprobe and k_factor, cheapest
+first) are raised until it reaches `TARGET_RECALL`.
 
-Index kinds (`--kind`): `flat` (exact, fp32), `ivf` (IVF over fp32 rows), `hnsw`, and two
-compressed kinds for large collections, both IVF with an HNSW coarse quantizer (cheap assignment
+Index kinds (`--kind`): `flat` (exact, fp32), `ivf` (IVF over fp32 rows), `hnsw`, and three
+compressed kinds for large collections, all IVF with an HNSW coarse quantizer (cheap assignment
 of millions of rows): `sq8` - 8-bit scalar codes of each row's residual to its list centroid (dim
-bytes, 264 per 256-d row with its id; the default above `FLAT_MAX_ROWS`), and `pq` - 4-bit fast-scan
-PQ codes (dim/8 bytes) re-ranked by 4-bit scalar codes (dim/2 bytes): 177 bytes per row, lower
-recall on near-duplicate rows. (OPQ in front of PQ trained 30x slower here for no recall gain;
-8-bit PQ64 did worse than SQ8; benchmarks/RESULTS.md.) `auto` is exact up to `FLAT_MAX_ROWS`, `sq8` above.
+bytes, 264 per 256-d row with its id), `pq` - 4-bit fast-scan PQ codes (dim/8 bytes) re-ranked by
+4-bit scalar codes (dim/2 bytes): 177 bytes per row, lower recall on near-duplicate rows (OPQ in
+front of PQ trained 30x slower here for no recall gain; 8-bit PQ64 did worse than SQ8), and
+`pq_rerank` - the same fast-scan codes (dim/8 bytes + the id in RAM), whose k_factor * k candidates
+are re-scored exactly against fp16 rows memory-mapped from disk (serve.index.rerank): ~40 bytes a
+row resident instead of sq8's ~265, at sq8's recall and latency (benchmarks/RESULTS.md, issue 23).
+`auto` is exact up to `FLAT_MAX_ROWS`, `pq_rerank` above. Index folders of every kind written
+before stay readable (their index.json has no `rerank`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from egovlp.errors import InputError
+from serve.index.rerank import VECTORS_FILE, RerankedIndex, VectorsWriter
 from serve.index.store import (
     FILE_COLUMNS,
     ROWS_FILE,
@@ -48,7 +54,11 @@ TRAIN_PER_LIST = 40  # k-means training points per IVF list
 KMEANS_ITERS = 10
 MIN_TRAIN = 65_536  # PQ / OPQ codebooks want at least this many points
 REFINE_K_FACTOR = 4
-KINDS = ("auto", "flat", "ivf", "hnsw", "sq8", "pq")
+RERANK_K_FACTORS = (8, 16, 24, 32, 48, 64)  # pq_rerank: candidates per hit re-scored from fp16 rows
+# one re-scored candidate (a row read from the memory map, cast, dotted) costs about as much as
+# scanning this many fast-scan codes (1M rows, PQ64x4fs: ~1.5 us vs ~10 ns; benchmarks/RESULTS.md)
+CANDIDATE_COST_CODES = 150
+KINDS = ("auto", "flat", "ivf", "hnsw", "sq8", "pq", "pq_rerank")
 
 
 @dataclass
@@ -82,6 +92,11 @@ class BuildPlan:
     nlist: int | None = None
     search_grid: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def rerank(self) -> bool:
+        """Candidates re-scored against fp16 rows on disk (serve.index.rerank)."""
+        return self.kind == "pq_rerank"
+
 
 def default_nlist(n: int) -> int:
     """~2 sqrt(N) lists, a power of two, at most N / 39 (FAISS' points-per-centroid rule)."""
@@ -89,21 +104,27 @@ def default_nlist(n: int) -> int:
     return max(1, 2 ** round(math.log2(want)))
 
 
-def pq_factory(dim: int, nlist: int) -> str:
-    """IVF (HNSW coarse quantizer) + 4-bit fast-scan PQ + 4-bit SQ re-ranking (OPQ: see RESULTS.md)."""
+def fast_scan_m(dim: int) -> int | None:
+    """Sub-quantizers of 4-bit fast-scan PQ: dim/4 (4 dims each, 2 bits a dim), even and dividing dim."""
     m = max(1, dim // 4)
-    while dim % m or m % 2:  # fast-scan PQ wants an even number of sub-quantizers dividing dim
+    while dim % m or m % 2:
         m -= 1
         if m < 2:
-            return f"IVF{nlist},SQ8"
-    return f"IVF{nlist}_HNSW32,PQ{m}x4fs,Refine(SQ4)"
+            return None
+    return m
+
+
+def pq_factory(dim: int, nlist: int) -> str:
+    """IVF (HNSW coarse quantizer) + 4-bit fast-scan PQ + 4-bit SQ re-ranking (OPQ: see RESULTS.md)."""
+    m = fast_scan_m(dim)
+    return f"IVF{nlist}_HNSW32,PQ{m}x4fs,Refine(SQ4)" if m else f"IVF{nlist},SQ8"
 
 
 def plan_index(n: int, dim: int, kind: str = "auto", nlist: int | None = None) -> BuildPlan:
     if kind not in KINDS:
         raise InputError(f"--kind {kind!r}: choose one of {', '.join(KINDS)}")
     if kind == "auto":
-        kind = "flat" if n <= FLAT_MAX_ROWS else "sq8"
+        kind = "flat" if n <= FLAT_MAX_ROWS else "pq_rerank"
     if kind == "flat":
         return BuildPlan("flat", "Flat")
     if kind == "hnsw":
@@ -117,6 +138,13 @@ def plan_index(n: int, dim: int, kind: str = "auto", nlist: int | None = None) -
         return BuildPlan("ivf", f"IVF{nlist},Flat", nlist, [{"nprobe": p} for p in probes])
     if kind == "sq8":  # 8-bit scalar codes of the residual to the list centroid: dim bytes per row
         return BuildPlan("sq8", f"IVF{nlist}_HNSW32,SQ8", nlist, [{"nprobe": p} for p in probes])
+    if kind == "pq_rerank":  # fast-scan PQ proposes k_factor * k rows, fp16 rows on disk re-score them
+        m = fast_scan_m(dim)
+        if m is None:
+            raise InputError(f"--kind pq_rerank: dim {dim} has no even divisor for fast-scan PQ")
+        grid = [{"nprobe": p, "k_factor": f} for p in probes for f in RERANK_K_FACTORS]
+        grid.sort(key=lambda g: g["nprobe"] * n / nlist + CANDIDATE_COST_CODES * 10 * g["k_factor"])
+        return BuildPlan("pq_rerank", f"IVF{nlist}_HNSW32,PQ{m}x4fs", nlist, grid)
     factory = pq_factory(dim, nlist)
     extra = {"k_factor_rf": REFINE_K_FACTOR} if "Refine" in factory else {}
     return BuildPlan("pq", factory, nlist, [{"nprobe": p, **extra} for p in probes])
@@ -126,7 +154,7 @@ def _train_size(plan: BuildPlan, n: int) -> int:
     if plan.kind == "flat" or plan.kind == "hnsw":
         return 0
     want = (plan.nlist or 1) * TRAIN_PER_LIST
-    if plan.kind in ("pq", "sq8"):
+    if plan.kind in ("pq", "sq8", "pq_rerank"):
         want = max(want, MIN_TRAIN)
     return min(n, want)
 
@@ -202,12 +230,21 @@ def tune(index, plan: BuildPlan, queries: np.ndarray, truth: np.ndarray, target:
     return dict(params), recall
 
 
-def fill(index, source_chunks: Iterator[Chunk], rows: RowsWriter, exact: list[ExactTopK] = ()) -> int:
-    """Stream chunks into the index and the rows table (and the exact top-ks); returns rows added."""
+def fill(
+    index,
+    source_chunks: Iterator[Chunk],
+    rows: RowsWriter,
+    exact: list[ExactTopK] = (),
+    vectors: VectorsWriter | None = None,
+) -> int:
+    """Stream chunks into the FAISS index and the rows table (and the fp16 rows of a re-ranked kind,
+    the exact top-ks); returns rows added."""
     added = 0
     for chunk in source_chunks:
         index.add(chunk.vectors)
         rows.write(chunk.file_id, chunk.row, chunk.start, chunk.end)
+        if vectors is not None:
+            vectors.write(chunk.vectors)
         for topk in exact:
             topk.add(chunk.vectors)
         added += len(chunk.vectors)
@@ -241,12 +278,21 @@ def build_from_source(
     del train
     exact = ExactTopK(queries, min(10, source.count))
     rows = RowsWriter(out / ROWS_FILE)
+    vectors = VectorsWriter(out / VECTORS_FILE, source.count, source.dim) if plan.rerank else None
     try:
-        added = fill(index, source.chunks(), rows, [exact] + ([probe] if probe is not None else []))
+        probes = [exact] + ([probe] if probe is not None else [])
+        added = fill(index, source.chunks(), rows, probes, vectors)
+        if added != source.count:
+            raise InputError(f"the source promised {source.count} rows but gave {added}")
+        if vectors is not None:  # tuned as it will be served: candidates re-scored from the file
+            stored, mapping = vectors.open()
+            index = RerankedIndex(index, stored, k_factor=1, mapping=mapping)
+        params, recall = tune(index, plan, queries, exact.result(), target)
     except BaseException:
         rows.abort()
+        if vectors is not None:
+            vectors.abort()
         raise
-    params, recall = tune(index, plan, queries, exact.result(), target)
     info = {
         "dim": source.dim,
         **{k: source.identity.get(k) for k in ("model", "weights_hash", "config_hash", "precision")},
@@ -258,10 +304,9 @@ def build_from_source(
         "build_seconds": round(time.perf_counter() - started, 2),
         "bytes_per_vector": None,
     }
-    if added != source.count:
-        rows.abort()
-        raise InputError(f"the source promised {source.count} rows but gave {added}")
-    publish(out, index, rows, source.files, info)
+    if vectors is not None:
+        info["rerank"] = {"file": VECTORS_FILE, "dtype": "float16"}
+    publish(out, index, rows, source.files, info, vectors)
     return info
 
 

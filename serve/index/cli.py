@@ -21,6 +21,7 @@ from egovlp.io import remove_stale_temps
 from egovlp.validate import input_dir, output_dir, positive_int
 from serve.index.build import KINDS, TARGET_RECALL, build_from_source, fill
 from serve.index.features import FeatureFolderSource
+from serve.index.rerank import VECTORS_FILE, RerankedIndex, VectorsWriter, copy_vectors
 from serve.index.store import (
     FILE_COLUMNS,
     ROWS_FILE,
@@ -79,18 +80,26 @@ def add_to_index(features_dir: str | os.PathLike, index_dir: str | os.PathLike) 
         info["precision"] = None  # rows of mixed precision now, recorded as a build over them would be
     remove_stale_temps(root)
     rows = RowsWriter(root / ROWS_FILE)
+    index, vectors = loaded.index, None
     try:
         for batch in loaded.rows.to_batches():  # the old rows, streamed from the memory map
             rows.write_batch(batch)
-        added = fill(loaded.index, source.chunks(), rows)
+        if isinstance(index, RerankedIndex):  # a new fp16 rows file: the old rows, then the new ones
+            name = info["rerank"].get("file", VECTORS_FILE)
+            vectors = VectorsWriter(root / name, index.ntotal + source.count, loaded.dim)
+            copy_vectors(index.vectors, vectors)
+            index = index.index
+        added = fill(index, source.chunks(), rows, vectors=vectors)
     except BaseException:
         rows.abort()
+        if vectors is not None:
+            vectors.abort()
         raise
     files = {c: loaded.files[c] + source.files[c] for c in FILE_COLUMNS}
     info["count"] = int(loaded.index.ntotal)
     if info.get("kind") != "flat":  # recall was measured on the rows indexed at build time
         info.setdefault("recall_rows", info["count"] - added)
-    publish(root, loaded.index, rows, files, info)
+    publish(root, index, rows, files, info, vectors)
     return info | {"added": added}
 
 
@@ -103,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "--kind",
         default="auto",
         choices=KINDS,
-        help="auto: exact up to 50k rows, IVF + 8-bit codes (sq8) above",
+        help="auto: exact up to 50k rows, above it IVF + 4-bit PQ re-ranked from fp16 rows on disk (pq_rerank)",
     )
     parser.add_argument(
         "--nlist", type=positive_int, default=None, help="IVF lists (default ~2 sqrt(N), a power of two)"

@@ -8,9 +8,13 @@ INDEX_DIR holds:
     files.arrow   one row per feature file: name, clip_uid, video_uid, source, video_start (s)
     index.json    dim, factory, search parameters, count, measured recall@10, and the identity of the
                   weights the features came from (model, weights_hash, config_hash)
+    vectors.f16.npy  only for the `pq_rerank` kind (index.json `rerank`): every row in fp16, memory-mapped,
+                  to re-score the PQ candidates exactly (serve.index.rerank)
 
 The rows table is never turned into Python objects: a search takes its k ids from the memory-mapped
-columns, so a 25M-row index costs its FAISS codes plus the pages the hits touch.
+columns, so a 25M-row index costs its FAISS codes plus the pages the hits touch. (Arrow's own
+`Table.take` first joins a column's record batches, a copy of the whole column per search: ~2.5 ms
+at 1M rows; `RowColumns` indexes the batches' zero-copy views instead.)
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 from egovlp.errors import InputError
 from egovlp.io import AtomicFile
 from egovlp.validate import is_write_error, write_error
+from serve.index.rerank import VECTORS_FILE, RerankedIndex, VectorsWriter, open_vectors
 
 _FULL_DISK_BYTES = 1 << 20  # less free space than this after a failed write: the disk is full
 
@@ -83,8 +88,14 @@ def gpu_available() -> bool:
 
 
 def set_search_params(index, params: dict[str, Any]) -> None:
-    """nprobe / efSearch / k_factor by name through FAISS' ParameterSpace (works through wrappers)."""
+    """nprobe / efSearch / k_factor by name through FAISS' ParameterSpace (works through wrappers);
+    `k_factor` of a RerankedIndex is its own (candidates per hit), the rest go to its FAISS index."""
     faiss = faiss_module()
+    if isinstance(index, RerankedIndex):
+        params = dict(params)
+        if params.get("k_factor") is not None:
+            index.k_factor = int(params.pop("k_factor"))
+        index = index.index
     space = faiss.GpuParameterSpace() if type(index).__name__.startswith("Gpu") else faiss.ParameterSpace()
     for name, value in params.items():
         if value is not None:
@@ -152,6 +163,8 @@ def write_files_table(path: Path, files: dict[str, list]) -> None:
 
 def write_faiss(path: Path, index) -> None:
     faiss = faiss_module()
+    if isinstance(index, RerankedIndex):  # its vectors are written by a VectorsWriter
+        index = index.index
     if type(index).__name__.startswith("Gpu"):
         index = faiss.index_gpu_to_cpu(index)
     try:
@@ -163,22 +176,36 @@ def write_faiss(path: Path, index) -> None:
         raise
 
 
-def publish(out: Path, index, rows: RowsWriter, files: dict[str, list], info: dict[str, Any]) -> None:
+def publish(
+    out: Path,
+    index,
+    rows: RowsWriter,
+    files: dict[str, list],
+    info: dict[str, Any],
+    vectors: VectorsWriter | None = None,
+) -> None:
     """Every file is written to its temp file first, then all are renamed, index.json last: a failed
-    write (a full disk during `--add`) leaves the previous index whole."""
+    write (a full disk during `--add`) leaves the previous index whole. `bytes_per_vector` counts what
+    a loaded index holds in RAM (the FAISS file), not the memory-mapped `vectors`."""
     staged = {name: AtomicFile(out / name) for name in (INDEX_FILE, FILES_FILE, INFO_FILE)}
     try:
         write_faiss(staged[INDEX_FILE].tmp, index)
         info["bytes_per_vector"] = round(staged[INDEX_FILE].tmp.stat().st_size / max(1, index.ntotal), 1)
         rows.close()
+        if vectors is not None:
+            vectors.close()
         write_files_table(staged[FILES_FILE].tmp, files)
         staged[INFO_FILE].tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         staged[INDEX_FILE].commit()
         rows.commit()
+        if vectors is not None:
+            vectors.commit()
         staged[FILES_FILE].commit()
         staged[INFO_FILE].commit()
     except (OSError, RuntimeError) as err:
         rows.abort()
+        if vectors is not None:
+            vectors.abort()
         for target in staged.values():
             target.abort()
         if isinstance(err, RuntimeError):  # FAISS reports a failed fwrite (full disk) as a RuntimeError
@@ -207,6 +234,33 @@ def read_info(root: Path) -> dict[str, Any]:
     return info
 
 
+class RowColumns:
+    """The rows table's columns as zero-copy numpy views of each record batch (memory-mapped)."""
+
+    NAMES = ("file_id", "row", "start", "end")
+
+    def __init__(self, table) -> None:
+        chunks = [table.column(c).chunks for c in self.NAMES]
+        sizes = [len(chunk) for chunk in chunks[0]]
+        if any([len(chunk) for chunk in column] != sizes for column in chunks):
+            table = table.combine_chunks()  # columns batched differently (not written by RowsWriter)
+            chunks = [table.column(c).chunks for c in self.NAMES]
+            sizes = [len(chunk) for chunk in chunks[0]]
+        self.starts = np.cumsum([0] + sizes[:-1]).astype(np.int64)  # first row of each batch
+        self.views = [[chunk.to_numpy(zero_copy_only=chunk.null_count == 0) for chunk in column]
+                      for column in chunks]  # fmt: skip
+
+    def take(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """The columns at row `ids` (only those rows' pages are read)."""
+        batch = np.searchsorted(self.starts, ids, side="right") - 1
+        local = ids - self.starts[batch]
+        out = {}
+        for name, views in zip(self.NAMES, self.views, strict=True):
+            out[name] = np.array([views[b][i] for b, i in zip(batch.tolist(), local.tolist(), strict=True)],
+                                 dtype=views[0].dtype if views else np.float32)  # fmt: skip
+        return out
+
+
 @dataclass
 class SearchIndex:
     """A loaded index: FAISS index (GPU copy when available), memory-mapped rows, files, index.json."""
@@ -215,6 +269,7 @@ class SearchIndex:
     rows: Any  # pyarrow.Table, memory-mapped
     files: dict[str, list]
     info: dict[str, Any]
+    columns: RowColumns | None = None  # built from `rows` on first search
 
     @property
     def dim(self) -> int:
@@ -234,8 +289,9 @@ class SearchIndex:
             return [[] for _ in range(len(queries))]
         scores, ids = self.index.search(l2_normalize(queries), k)  # [Q, k] each
         valid = ids >= 0
-        taken = self.rows.take(ids[valid].astype(np.int64))  # only the hit rows are read from disk
-        cols = {c: taken.column(c).to_numpy() for c in ("file_id", "row", "start", "end")}
+        if self.columns is None:
+            self.columns = RowColumns(self.rows)
+        cols = self.columns.take(ids[valid].astype(np.int64))  # only the hit rows are read from disk
         out: list[list[dict[str, Any]]] = []
         pos = 0
         for q in range(ids.shape[0]):
@@ -289,19 +345,21 @@ def load_index(index_dir: str | os.PathLike, use_gpu: bool | None = None) -> Sea
             f"of dim {info['dim']} (rebuild)"
         )
     files = {c: files_table.column(c).to_pylist() for c in FILE_COLUMNS}  # one entry per file, not per row
-    set_search_params(index, info.get("search_params") or {})
     if gpu_available() if use_gpu is None else use_gpu:
-        index = _to_gpu(index, info)
+        index = _to_gpu(index)
+    if info.get("rerank"):  # the pq_rerank kind: candidates re-scored against the rows on disk
+        path = root / info["rerank"].get("file", VECTORS_FILE)
+        vectors, mapping = open_vectors(path, int(index.ntotal), index.d)
+        index = RerankedIndex(index, vectors, k_factor=1, mapping=mapping)
+    set_search_params(index, info.get("search_params") or {})
     return SearchIndex(index=index, rows=rows, files=files, info=info)
 
 
-def _to_gpu(index, info: dict[str, Any]):
+def _to_gpu(index):
     """The GPU copy when FAISS supports this index type on the GPU; the CPU index otherwise."""
     faiss = faiss_module()
     try:
-        gpu = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+        return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
     except (RuntimeError, AttributeError) as err:
         logger.info("index stays on the CPU (%s)", str(err).splitlines()[0][:120])
         return index
-    set_search_params(gpu, info.get("search_params") or {})
-    return gpu
