@@ -34,10 +34,10 @@ sys.path.insert(0, str(ROOT))
 
 from egovlp.config import config_from_dict  # noqa: E402
 from egovlp.formats.fho import pnr_index_to_frame, read_fho  # noqa: E402
+from egovlp.metrics.fho import oscc_metrics, pnr_metrics  # noqa: E402
 from finetune.config import FinetuneConfig  # noqa: E402
 from finetune.predict import predict  # noqa: E402
 from finetune.train import train  # noqa: E402
-from egovlp.metrics.fho import oscc_metrics, pnr_metrics  # noqa: E402
 
 # the tiny model at 64 px: 4x4 patches of 16 px, the towers of configs/model/tiny.yaml; like the base
 # EgoVLP (B.1) its temporal_embed holds 16 frames while pretraining feeds 4

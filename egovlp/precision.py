@@ -36,7 +36,6 @@ PRECISION_HELP = (
 CPU_BF16_ENV = "EGOVLP_CPU_BF16"
 
 
-
 def add_precision_argument(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:
     """`--precision`, as every command that runs a model takes it (the one flag definition)."""
     parser.add_argument("--precision", default=default, choices=PRECISIONS, help=PRECISION_HELP)

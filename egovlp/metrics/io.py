@@ -170,7 +170,9 @@ def parse_nlq_ground_truth(gt: Any, source: str) -> NlqGroundTruth:
         for q in clip.queries:
             key = (clip.clip_uid, q.annotation_uid, q.query_idx)
             if key in windows:
-                raise InputError(f"{source}: duplicate annotation {q.annotation_uid!r} in clip {clip.clip_uid!r}")
+                raise InputError(
+                    f"{source}: duplicate annotation {q.annotation_uid!r} in clip {clip.clip_uid!r}"
+                )
             if q.start is None or q.end is None:
                 if q.has_query or (q.start is None) != (q.end is None):
                     missing = "clip_start_sec" if q.start is None else "clip_end_sec"
@@ -221,7 +223,9 @@ def parse_mq_ground_truth(gt: Any, source: str) -> list[MqInstance]:
         if clip.clip_uid in seen:
             raise InputError(f"{source}: clip {clip.clip_uid!r} appears twice")
         seen.add(clip.clip_uid)
-        out.extend(MqInstance(clip.clip_uid, lab.label, lab.start, lab.end) for lab in clip.labels if lab.primary)
+        out.extend(
+            MqInstance(clip.clip_uid, lab.label, lab.start, lab.end) for lab in clip.labels if lab.primary
+        )
     return out
 
 

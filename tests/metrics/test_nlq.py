@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from egovlp.errors import InputError
-from egovlp.metrics.iou import segment_iou
 from egovlp.metrics import nlq_metrics
+from egovlp.metrics.iou import segment_iou
 
 
 def _gt() -> dict:
