@@ -76,15 +76,29 @@ def run_one(task: str, over: dict, paths: dict, work: Path, epochs: int | None, 
     data, feats = paths["data"], paths["feats"]
     overrides = {"epochs": epochs, "seed": seed, **over}
     if task == "vq2d":
-        train_vq2d(data / "vq_train.json", feats / "vq2d", work, config=CONFIGS / "vq2d.yaml", overrides=overrides,
-                   show_progress=False)  # fmt: skip
-        pred = predict_vq2d(work, data / "vq_val.json", feats / "vq2d", work / "pred.json",
-                            show_progress=False)  # fmt: skip
+        train_vq2d(
+            data / "vq_train.json",
+            feats / "vq2d",
+            work,
+            config=CONFIGS / "vq2d.yaml",
+            overrides=overrides,
+            show_progress=False,
+        )
+        pred = predict_vq2d(
+            work, data / "vq_val.json", feats / "vq2d", work / "pred.json", show_progress=False
+        )
         return vq2d_metrics(read_json(data / "vq_val.json"), pred)
-    train_mq(data / "moments_train.json", [str(feats / "clip")], work, config=CONFIGS / "mq.yaml", overrides=overrides,
-             show_progress=False)  # fmt: skip
-    pred = predict_mq(work, data / "moments_val.json", [str(feats / "clip")], work / "pred.json",
-                      show_progress=False)  # fmt: skip
+    train_mq(
+        data / "moments_train.json",
+        [str(feats / "clip")],
+        work,
+        config=CONFIGS / "mq.yaml",
+        overrides=overrides,
+        show_progress=False,
+    )
+    pred = predict_mq(
+        work, data / "moments_val.json", [str(feats / "clip")], work / "pred.json", show_progress=False
+    )
     return mq_metrics(read_json(data / "moments_val.json"), pred)
 
 
@@ -126,8 +140,11 @@ def main(argv: list[str] | None = None) -> int:
             if key not in cache:
                 work = out / f"seed{seed}" / "runs" / name.split(" (")[0].replace(" ", "_")
                 cache[key] = run_one(task, over, paths, work, args.epochs, seed)
-                print(f"seed {seed} {name}: {json.dumps({m: round(cache[key][m], 4) for m in METRICS[task]})}",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                print(
+                    f"seed {seed} {name}: {json.dumps({m: round(cache[key][m], 4) for m in METRICS[task]})}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             per_seed[name].append(cache[key])
     table = summarize(per_seed)
     seconds = time.perf_counter() - t0
@@ -137,8 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, metrics in table.items():
         cells = "  ".join(f"{m} {v['mean']:.3f} +- {v['std']:.3f}" for m, v in metrics.items())
         print(f"{name:<24} {cells}")
-    result = {"model": str(model), "videos": args.videos, "epochs": args.epochs, "seeds": args.seeds,
-              "rows": table, "seconds": seconds}  # fmt: skip
+    result = {
+        "model": str(model),
+        "videos": args.videos,
+        "epochs": args.epochs,
+        "seeds": args.seeds,
+        "rows": table,
+        "seconds": seconds,
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablations.json").write_text(json.dumps(result, indent=2) + "\n")
     return 0

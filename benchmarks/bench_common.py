@@ -18,8 +18,13 @@ def egovlp(*args: str, capture: bool = False) -> str:
     """`python -m egovlp ARGS` from the repository root (raises on a non-zero exit); its stdout
     when `capture`, else the output is dropped and "" returned."""
     print(f"$ egovlp {' '.join(args)}", file=sys.stderr, flush=True)
-    done = subprocess.run([sys.executable, "-m", "egovlp", *args], cwd=ROOT, check=True, text=True,
-                          stdout=subprocess.PIPE if capture else subprocess.DEVNULL)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "egovlp", *args],
+        cwd=ROOT,
+        check=True,
+        text=True,
+        stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+    )
     return done.stdout or ""
 
 
@@ -52,11 +57,30 @@ def synth_and_extract(
     the features of `extractions` under `out/features` by `model`; {"data", "feats", "model"}."""
     data, feats = out / "data", out / "features"
     if not (data / "world.json").is_file():
-        egovlp("synth", str(data), "--videos", str(videos), "--short-side", "128", "--duration", "30",
-               "--seed", str(seed), *synth_options)  # fmt: skip
+        egovlp(
+            "synth",
+            str(data),
+            "--videos",
+            str(videos),
+            "--short-side",
+            "128",
+            "--duration",
+            "30",
+            "--seed",
+            str(seed),
+            *synth_options,
+        )
     common = ["--model", str(model), "--videos", str(data / "videos"), "--no-progress"]
     for split in ("train", "val"):
         for preset, stem, folder in extractions:
-            egovlp("extract", *common, "--preset", preset, "--input", str(data / f"{stem}_{split}.json"),
-                   "--out", str(feats / folder.format(split=split)))  # fmt: skip
+            egovlp(
+                "extract",
+                *common,
+                "--preset",
+                preset,
+                "--input",
+                str(data / f"{stem}_{split}.json"),
+                "--out",
+                str(feats / folder.format(split=split)),
+            )
     return {"data": data, "feats": feats, "model": model}

@@ -42,12 +42,25 @@ from finetune.train import train  # noqa: E402
 # the tiny model at 64 px: 4x4 patches of 16 px, the towers of configs/model/tiny.yaml; like the base
 # EgoVLP (B.1) its temporal_embed holds 16 frames while pretraining feeds 4
 BENCH_MODEL = {
-    "video": {"img_size": 64, "patch_size": 16, "embed_dim": 128, "depth": 4, "num_heads": 4,
-              "mlp_ratio": 4.0, "num_frames": 16},
-    "text": {"dim": 128, "n_layers": 2, "n_heads": 4, "hidden_dim": 512, "vocab_size": 30522,
-             "max_position_embeddings": 64},
+    "video": {
+        "img_size": 64,
+        "patch_size": 16,
+        "embed_dim": 128,
+        "depth": 4,
+        "num_heads": 4,
+        "mlp_ratio": 4.0,
+        "num_frames": 16,
+    },
+    "text": {
+        "dim": 128,
+        "n_layers": 2,
+        "n_heads": 4,
+        "hidden_dim": 512,
+        "vocab_size": 30522,
+        "max_position_embeddings": 64,
+    },
     "projection_dim": 256,
-}  # fmt: skip
+}
 
 
 def log(msg: str) -> None:
@@ -60,8 +73,15 @@ def make_world(args: argparse.Namespace, data: Path, pretrain: bool) -> None:
     if (data / "world.json").is_file():
         return
     videos = args.videos if pretrain else 2  # the narrated world only feeds the pretraining
-    synthesize(data, videos=videos, duration=30.0, short_side=args.short_side, fho_videos=args.fho_videos,
-               workers=2, seed=args.seed)  # fmt: skip
+    synthesize(
+        data,
+        videos=videos,
+        duration=30.0,
+        short_side=args.short_side,
+        fho_videos=args.fho_videos,
+        workers=2,
+        seed=args.seed,
+    )
 
 
 def pretrain_here(args: argparse.Namespace, data: Path, out: Path) -> Path:
@@ -73,14 +93,32 @@ def pretrain_here(args: argparse.Namespace, data: Path, out: Path) -> Path:
     if (final / "model.safetensors").is_file():
         return final
     if not (data / "shards" / "sizes.json").is_file():
-        run_shards(data / "egoclip.csv", data / "videos", data / "shards", frames=4, size=args.img_size,
-                   shard_size=64, workers=2, progress=False)  # fmt: skip
+        run_shards(
+            data / "egoclip.csv",
+            data / "videos",
+            data / "shards",
+            frames=4,
+            size=args.img_size,
+            shard_size=64,
+            workers=2,
+            progress=False,
+        )
     model_yaml = out / "tiny-64.yaml"
     model_yaml.write_text(yaml.safe_dump(BENCH_MODEL))
-    overrides = [f"model={model_yaml}", f"output_dir={out / 'pretrain'}", f"data.shards={data / 'shards'}",
-                 f"data.taxonomy={data}", "data.batch_size=16", "data.num_workers=1", "data.shuffle_buffer=200",
-                 f"train.steps={args.pretrain_steps}", "train.lr=7e-4", "train.warmup_steps=20",
-                 "train.checkpoint_every=0", "train.log_every=10"]  # fmt: skip
+    overrides = [
+        f"model={model_yaml}",
+        f"output_dir={out / 'pretrain'}",
+        f"data.shards={data / 'shards'}",
+        f"data.taxonomy={data}",
+        "data.batch_size=16",
+        "data.num_workers=1",
+        "data.shuffle_buffer=200",
+        f"train.steps={args.pretrain_steps}",
+        "train.lr=7e-4",
+        "train.warmup_steps=20",
+        "train.checkpoint_every=0",
+        "train.log_every=10",
+    ]
     pretrain(load_pretrain_config(None, overrides))
     return final
 
@@ -124,13 +162,28 @@ def finetune_and_score(args, name: str, init: str, model_yaml: str, data: Path, 
     row: dict = {}
     for task in ("oscc", "pnr"):
         run_dir = out / "runs" / f"{name}-{task}"
-        options = {"task": task, "ann": str(data / "fho_oscc-pnr_train.json"), "videos": str(data / "videos"),
-                   "output_dir": str(run_dir), "init": init, "model": model_yaml, "num_workers": 0,
-                   "cache": True, "checkpoint_every": 10_000, **_options(args, task)}  # fmt: skip
+        options = {
+            "task": task,
+            "ann": str(data / "fho_oscc-pnr_train.json"),
+            "videos": str(data / "videos"),
+            "output_dir": str(run_dir),
+            "init": init,
+            "model": model_yaml,
+            "num_workers": 0,
+            "cache": True,
+            "checkpoint_every": 10_000,
+            **_options(args, task),
+        }
         t0 = time.perf_counter()
         train(config_from_dict(FinetuneConfig, options, "bench"), progress=False)
-        preds = predict(run_dir, data / "fho_oscc-pnr_val.json", data / "videos", run_dir / "pred.json",
-                        task=task, num_workers=0)  # fmt: skip
+        preds = predict(
+            run_dir,
+            data / "fho_oscc-pnr_val.json",
+            data / "videos",
+            run_dir / "pred.json",
+            task=task,
+            num_workers=0,
+        )
         row[task] = oscc_metrics(gt, preds) if task == "oscc" else pnr_metrics(gt, preds)
         row[f"{task}_seconds"] = round(time.perf_counter() - t0, 1)
         log(f"{name} {task}: {row[task]} ({row[f'{task}_seconds']} s)")
@@ -146,22 +199,54 @@ def finetune_in_parallel(args, starts: dict[str, tuple[str, str]], data: Path, o
     for name, (init, model_yaml) in starts.items():
         for task in ("oscc", "pnr"):
             run_dir = out / "runs" / f"{name}-{task}"
-            train_cmd = ["finetune", task, "--ann", str(data / "fho_oscc-pnr_train.json"),
-                         "--videos", str(data / "videos"), "--out", str(run_dir), "--init", init,
-                         "--workers", "0", "--cache", "--checkpoint-every", "10000", "--quiet"]  # fmt: skip
+            train_cmd = [
+                "finetune",
+                task,
+                "--ann",
+                str(data / "fho_oscc-pnr_train.json"),
+                "--videos",
+                str(data / "videos"),
+                "--out",
+                str(run_dir),
+                "--init",
+                init,
+                "--workers",
+                "0",
+                "--cache",
+                "--checkpoint-every",
+                "10000",
+                "--quiet",
+            ]
             train_cmd += ["--model", model_yaml] if model_yaml else []
             for key, value in _options(args, task).items():
                 train_cmd += [f"--{key.replace('_', '-')}", str(value)]
-            pred_cmd = ["finetune", "predict", task, "--checkpoint", str(run_dir), "--ann",
-                        str(data / "fho_oscc-pnr_val.json"), "--videos", str(data / "videos"),
-                        "--out", str(run_dir / "pred.json"), "--workers", "0", "--quiet"]  # fmt: skip
+            pred_cmd = [
+                "finetune",
+                "predict",
+                task,
+                "--checkpoint",
+                str(run_dir),
+                "--ann",
+                str(data / "fho_oscc-pnr_val.json"),
+                "--videos",
+                str(data / "videos"),
+                "--out",
+                str(run_dir / "pred.json"),
+                "--workers",
+                "0",
+                "--quiet",
+            ]
             egovlp = f"{sys.executable} -m egovlp "
             script = egovlp + " ".join(train_cmd) + " && " + egovlp + " ".join(pred_cmd)
             env = {**os.environ, "OMP_NUM_THREADS": "1"}
             log_file = open(out / "runs" / f"{name}-{task}.log", "w")  # noqa: SIM115 - closed below
-            procs[(name, task)] = (time.perf_counter(), log_file,
-                                   subprocess.Popen(["bash", "-c", script], cwd=ROOT, env=env, stdout=log_file,
-                                                    stderr=subprocess.STDOUT))  # fmt: skip
+            procs[(name, task)] = (
+                time.perf_counter(),
+                log_file,
+                subprocess.Popen(
+                    ["bash", "-c", script], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
+                ),
+            )
     rows: dict = {name: {} for name in starts}
     for (name, task), (t0, log_file, proc) in procs.items():
         if proc.wait() != 0:
@@ -232,8 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     oscc_c, pnr_c, const = constant_predictions(train_clips, val_clips)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     if args.parallel:
-        rows = finetune_in_parallel(args, {"pretrained": (str(pretrained), ""), "random": ("random", model_yaml)},
-                                    data, out, gt)  # fmt: skip
+        rows = finetune_in_parallel(
+            args, {"pretrained": (str(pretrained), ""), "random": ("random", model_yaml)}, data, out, gt
+        )
     else:
         rows = {
             "pretrained": finetune_and_score(args, "pretrained", str(pretrained), "", data, out, gt),
@@ -257,8 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps(result, indent=2))
     print("| start point | OSCC accuracy (%) | PNR error (s) |")
     print("| --- | --- | --- |")
-    labels = {"pretrained": "fine-tuned from the pretrained tiny model", "random": "fine-tuned from random init",
-              "constant": "always the same answer"}  # fmt: skip
+    labels = {
+        "pretrained": "fine-tuned from the pretrained tiny model",
+        "random": "fine-tuned from random init",
+        "constant": "always the same answer",
+    }
     for key, row in rows.items():
         print(f"| {labels[key]} | {row['oscc']['accuracy']:.1f} | {row['pnr']['error_sec']:.3f} |")
     print(f"\n{len(val_clips)} val clips ({result['val_state_changes']} with a state change); {timing}")

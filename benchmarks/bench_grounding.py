@@ -46,24 +46,89 @@ def main(argv: list[str] | None = None) -> int:
     data, feats = out / "data", out / "features"
     t0 = time.perf_counter()
     if not (data / "world.json").is_file():
-        egovlp("synth", str(data), "--videos", "2", "--fho-videos", "2", "--duration", "8", "--short-side", "128",
-               "--egomask-videos", str(args.egomask_videos), "--seed", str(args.seed))  # fmt: skip
+        egovlp(
+            "synth",
+            str(data),
+            "--videos",
+            "2",
+            "--fho-videos",
+            "2",
+            "--duration",
+            "8",
+            "--short-side",
+            "128",
+            "--egomask-videos",
+            str(args.egomask_videos),
+            "--seed",
+            str(args.seed),
+        )
     model = extraction_model(args.model, out)
     for split in ("train", "val"):
         ego = data / "egomask" / split
-        egovlp("extract", "--model", str(model), "--preset", "vq2d", "--input", str(ego / "videos.txt"), "--out",
-               str(feats / "grids"), "--no-progress")  # fmt: skip
-        egovlp("extract", "--model", str(model), "--preset", "text", "--text-tokens", "--input",
-               str(ego / "expressions_nlq.json"), "--out", str(feats / f"text_{split}"), "--no-progress")  # fmt: skip
+        egovlp(
+            "extract",
+            "--model",
+            str(model),
+            "--preset",
+            "vq2d",
+            "--input",
+            str(ego / "videos.txt"),
+            "--out",
+            str(feats / "grids"),
+            "--no-progress",
+        )
+        egovlp(
+            "extract",
+            "--model",
+            str(model),
+            "--preset",
+            "text",
+            "--text-tokens",
+            "--input",
+            str(ego / "expressions_nlq.json"),
+            "--out",
+            str(feats / f"text_{split}"),
+            "--no-progress",
+        )
     prep_s = time.perf_counter() - t0
     train, val = data / "egomask" / "train", data / "egomask" / "val"
     t = time.perf_counter()
-    egovlp("heads", "train", "grounding", "--gt", str(train), "--features", str(feats / "grids"), "--text-features",
-           str(feats / "text_train"), "--out", str(out / "run"), "--epochs", str(args.epochs), "--seed",
-           str(args.seed), "--quiet", "--threads", "1")  # fmt: skip
-    egovlp("heads", "predict", "grounding", "--checkpoint", str(out / "run"), "--gt", str(val), "--features",
-           str(feats / "grids"), "--text-features", str(feats / "text_val"), "--out", str(out / "pred" / "head"),
-           "--quiet")  # fmt: skip
+    egovlp(
+        "heads",
+        "train",
+        "grounding",
+        "--gt",
+        str(train),
+        "--features",
+        str(feats / "grids"),
+        "--text-features",
+        str(feats / "text_train"),
+        "--out",
+        str(out / "run"),
+        "--epochs",
+        str(args.epochs),
+        "--seed",
+        str(args.seed),
+        "--quiet",
+        "--threads",
+        "1",
+    )
+    egovlp(
+        "heads",
+        "predict",
+        "grounding",
+        "--checkpoint",
+        str(out / "run"),
+        "--gt",
+        str(val),
+        "--features",
+        str(feats / "grids"),
+        "--text-features",
+        str(feats / "text_val"),
+        "--out",
+        str(out / "pred" / "head"),
+        "--quiet",
+    )
     head_s = time.perf_counter() - t
     samples = load_samples(val, feats / "grids", feats / "text_val", with_targets=True)
     size = median_box_size(train)
@@ -76,19 +141,32 @@ def main(argv: list[str] | None = None) -> int:
     text_patch_similarity(samples, tower, text_cls, out / "pred" / "text_patch_similarity")
     rows = {}
     for name in ("head", "centre_box", "oracle_presence_centre_box", "text_patch_similarity"):
-        rows[name] = json.loads(egovlp("eval", "grounding", "--gt", str(val), "--pred", str(out / "pred" / name),
-                                       capture=True))  # fmt: skip
-    print(f"model: {model}  val expressions: {rows['head']['n_expressions']}  synth+extract {prep_s:.0f}s  "
-          f"head train+predict {head_s:.0f}s")  # fmt: skip
+        rows[name] = json.loads(
+            egovlp("eval", "grounding", "--gt", str(val), "--pred", str(out / "pred" / name), capture=True)
+        )
+    print(
+        f"model: {model}  val expressions: {rows['head']['n_expressions']}  synth+extract {prep_s:.0f}s  "
+        f"head train+predict {head_s:.0f}s"
+    )
     print(f"{'method':<28}" + "".join(f"{k:>14}" for k in KEYS))
     for name, r in rows.items():
         print(f"{name:<28}" + "".join(f"{r[k]:>14.2f}" for k in KEYS))
     print(f"{'IoU_gold_pred by subset':<28}" + "".join(f"{s:>14}" for s in ("short", "medium", "long")))
     for name, r in rows.items():
-        print(f"{name:<28}" + "".join(f"{r['subsets'].get(s, {}).get('IoU_gold_pred', float('nan')):>14.2f}"
-                                      for s in ("short", "medium", "long")))  # fmt: skip
-    result = {"model": str(model), "epochs": args.epochs, "egomask_videos": args.egomask_videos, "rows": rows,
-              "box_size": size}  # fmt: skip
+        print(
+            f"{name:<28}"
+            + "".join(
+                f"{r['subsets'].get(s, {}).get('IoU_gold_pred', float('nan')):>14.2f}"
+                for s in ("short", "medium", "long")
+            )
+        )
+    result = {
+        "model": str(model),
+        "epochs": args.epochs,
+        "egomask_videos": args.egomask_videos,
+        "rows": rows,
+        "box_size": size,
+    }
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     return 0
 

@@ -64,8 +64,14 @@ def nlq_random(ann: Path, seed: int) -> dict:
         for q in clip.queries:
             if q.has_query:
                 windows = np.sort(rng.uniform(0, duration, size=(5, 2)), axis=1).round(3).tolist()
-                results.append({"clip_uid": clip.clip_uid, "annotation_uid": q.annotation_uid,
-                                "query_idx": q.query_idx, "predicted_times": windows})  # fmt: skip
+                results.append(
+                    {
+                        "clip_uid": clip.clip_uid,
+                        "annotation_uid": q.annotation_uid,
+                        "query_idx": q.query_idx,
+                        "predicted_times": windows,
+                    }
+                )
     return {"version": "1.0", "challenge": "ego4d_nlq_challenge", "results": results}
 
 
@@ -77,8 +83,14 @@ def mq_most_frequent(train: Path, val: Path) -> dict:
     for clip in read_moments(val):
         duration = (clip.clip_end_sec or 0.0) - (clip.clip_start_sec or 0.0)
         starts = np.arange(0.0, max(duration - length, 0.0) + 1e-9, length / 2)
-        detections[clip.clip_uid] = [{"label": top, "score": 1.0 / (1 + i), "segment": [round(s, 3), round(min(s + length, duration), 3)]}
-                                     for i, s in enumerate(starts)]  # fmt: skip
+        detections[clip.clip_uid] = [
+            {
+                "label": top,
+                "score": 1.0 / (1 + i),
+                "segment": [round(s, 3), round(min(s + length, duration), 3)],
+            }
+            for i, s in enumerate(starts)
+        ]
     return {"version": "1.0", "challenge": "ego4d_moment_queries", "detect_results": detections}
 
 
@@ -174,8 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     timings["nlq"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    train_mq(data / "moments_train.json", [str(feats / "clip")], runs / "mq", config=find_config("heads", "mq"),
-             overrides=over, **quiet)  # fmt: skip
+    train_mq(
+        data / "moments_train.json",
+        [str(feats / "clip")],
+        runs / "mq",
+        config=find_config("heads", "mq"),
+        overrides=over,
+        **quiet,
+    )
     pred = predict_mq(
         runs / "mq",
         data / "moments_val.json",
@@ -189,8 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     timings["mq"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    train_vq2d(data / "vq_train.json", feats / "vq2d", runs / "vq2d", config=find_config("heads", "vq2d"), overrides=over,
-               **quiet)  # fmt: skip
+    train_vq2d(
+        data / "vq_train.json",
+        feats / "vq2d",
+        runs / "vq2d",
+        config=find_config("heads", "vq2d"),
+        overrides=over,
+        **quiet,
+    )
     pred = predict_vq2d(runs / "vq2d", data / "vq_val.json", feats / "vq2d", out / "vq2d_pred.json", **quiet)
     gt = read_json(data / "vq_val.json")
     rows["vq2d"] = {
@@ -199,8 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     timings["vq2d"] = time.perf_counter() - t
 
-    keys = {"nlq": ["R1@0.3", "R5@0.3", "R1@0.5", "R5@0.5", "mIoU"], "mq": ["mAP", "mAP@0.5", "R1x@0.5"],
-            "vq2d": ["tAP25", "stAP25", "success", "recovery"]}  # fmt: skip
+    keys = {
+        "nlq": ["R1@0.3", "R5@0.3", "R1@0.5", "R5@0.5", "mIoU"],
+        "mq": ["mAP", "mAP@0.5", "R1x@0.5"],
+        "vq2d": ["tAP25", "stAP25", "success", "recovery"],
+    }
     print(f"model: {paths['model']}  videos: {args.videos}  features+synth: {extract_s:.0f}s")
     print(f"{'task':<6} {'metric':<9} {'head':>8} {'baseline':>9}   train+predict")
     for task, metric_names in keys.items():

@@ -132,8 +132,14 @@ def _tiny_index(model_dir: str, out: Path) -> Path:
         rows = rng.standard_normal((100, model.cfg.projection_dim)).astype(np.float32)
         np.save(feats / f"clip{i}.npy", rows)
         times = [[j / 1.875, (j + 1) / 1.875] for j in range(100)]
-        meta = {"clip_uid": f"clip{i}", "video_uid": f"v{i}", "num_rows": 100, "row_times": times,
-                "dim": model.cfg.projection_dim, **ident.as_meta()}  # fmt: skip
+        meta = {
+            "clip_uid": f"clip{i}",
+            "video_uid": f"v{i}",
+            "num_rows": 100,
+            "row_times": times,
+            "dim": model.cfg.projection_dim,
+            **ident.as_meta(),
+        }
         (feats / f"clip{i}.json").write_text(json.dumps(meta))
     build_index(feats, out / "index")
     return out / "index"
@@ -161,9 +167,24 @@ def mixed(args: argparse.Namespace) -> int:
         for workers in args.workers:
             port = _free_port()
             url = f"http://127.0.0.1:{port}"
-            cmd = [sys.executable, "-m", "egovlp", "serve", "--model", model, "--index", str(index),
-                   "--allowed-root", str(videos), "--port", str(port), "--workers", str(workers),
-                   "--log-level", "warning"]  # fmt: skip
+            cmd = [
+                sys.executable,
+                "-m",
+                "egovlp",
+                "serve",
+                "--model",
+                model,
+                "--index",
+                str(index),
+                "--allowed-root",
+                str(videos),
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--log-level",
+                "warning",
+            ]
             server = subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT)
             try:
                 _wait_ready(url, server)
@@ -256,8 +277,20 @@ def run_precision(model: str, video: Path, precision: str, args: argparse.Namesp
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-c", "import sys; from serve.cli import main; sys.exit(main(sys.argv[1:]))"]
-    cmd += ["--model", model, "--port", str(port), "--max-queue", str(args.max_queue),
-            "--max-decodes", str(args.max_decodes), "--precision", precision, "--log-level", "warning"]  # fmt: skip
+    cmd += [
+        "--model",
+        model,
+        "--port",
+        str(port),
+        "--max-queue",
+        str(args.max_queue),
+        "--max-decodes",
+        str(args.max_decodes),
+        "--precision",
+        precision,
+        "--log-level",
+        "warning",
+    ]
     if args.device:
         cmd += ["--device", args.device]
     server = subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT)
@@ -301,9 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="model dir/.pth (default: a tiny random model)")
     parser.add_argument("--device", default=None, help="the server's --device (default: its auto)")
     parser.add_argument(
-        "--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"],
+        "--precision",
+        nargs="+",
+        default=["fp32", "bf16"],
+        choices=["fp32", "bf16", "fp16"],
         help="one server per precision, side by side (default: fp32 bf16)",
-    )  # fmt: skip
+    )
     parser.add_argument("--requests", type=int, default=200, help="requests per level")
     parser.add_argument("--time-limit", type=float, default=20.0, help="seconds per level at most")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])

@@ -90,8 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, by_precision in rates.items():
         if {"fp32", "bf16"} <= set(by_precision):
             (fp32, loss32), (bf16, loss16) = by_precision["fp32"], by_precision["bf16"]
-            row = {"config": name, "fp32_clips_s": round(fp32, 3), "bf16_clips_s": round(bf16, 3),
-                   "speedup": round(bf16 / fp32, 3), "loss_fp32": round(loss32, 5), "loss_bf16": round(loss16, 5)}  # fmt: skip
+            row = {
+                "config": name,
+                "fp32_clips_s": round(fp32, 3),
+                "bf16_clips_s": round(bf16, 3),
+                "speedup": round(bf16 / fp32, 3),
+                "loss_fp32": round(loss32, 5),
+                "loss_bf16": round(loss16, 5),
+            }
             print(json.dumps(row))
     return 0
 

@@ -44,21 +44,60 @@ def kinds(video_path: str) -> list[Kind]:
         Kind("text", 0.25, GOOD, text, "/v1/embeddings"),
         Kind("tokens", 0.08, GOOD, lambda rng: {"json": {"input": [101, 2023, 102]}}, "/v1/embeddings"),
         Kind("search", 0.15, GOOD, lambda rng: {"json": {"query": rng.choice(words), "k": 5}}, "/v1/search"),
-        Kind("video", 0.10, GOOD, lambda rng: {"json": {"input": {"path": video_path}, "window": 1.0}},
-             "/v1/video/embeddings"),
-        Kind("video_search", 0.07, GOOD, lambda rng: {"json": {"video": {"path": video_path}, "k": 3}},
-             "/v1/search"),
-        Kind("surrogate", 0.06, (400,), lambda rng: {"content": '{"input": "ok \\ud800"}', "headers": JSON},
-             "/v1/embeddings"),
-        Kind("bad_json", 0.05, (422,), lambda rng: {"content": b"{not json", "headers": JSON}, "/v1/embeddings"),
-        Kind("content_type", 0.05, (415,), lambda rng: {"content": b"input=x", "headers": {"content-type":
-             "text/plain"}}, "/v1/search"),
-        Kind("garbage_video", 0.06, (415, 429), lambda rng: {"json": {"input": garbage}}, "/v1/video/embeddings"),
-        Kind("tiny_window", 0.05, (413, 429), lambda rng: {"json": {"input": {"path": video_path}, "window": 1e-300}},
-             "/v1/video/embeddings"),
-        Kind("bad_tokens", 0.04, (400,), lambda rng: {"json": {"input": [[101, 99999999, 102]]}}, "/v1/embeddings"),
+        Kind(
+            "video",
+            0.10,
+            GOOD,
+            lambda rng: {"json": {"input": {"path": video_path}, "window": 1.0}},
+            "/v1/video/embeddings",
+        ),
+        Kind(
+            "video_search",
+            0.07,
+            GOOD,
+            lambda rng: {"json": {"video": {"path": video_path}, "k": 3}},
+            "/v1/search",
+        ),
+        Kind(
+            "surrogate",
+            0.06,
+            (400,),
+            lambda rng: {"content": '{"input": "ok \\ud800"}', "headers": JSON},
+            "/v1/embeddings",
+        ),
+        Kind(
+            "bad_json", 0.05, (422,), lambda rng: {"content": b"{not json", "headers": JSON}, "/v1/embeddings"
+        ),
+        Kind(
+            "content_type",
+            0.05,
+            (415,),
+            lambda rng: {"content": b"input=x", "headers": {"content-type": "text/plain"}},
+            "/v1/search",
+        ),
+        Kind(
+            "garbage_video",
+            0.06,
+            (415, 429),
+            lambda rng: {"json": {"input": garbage}},
+            "/v1/video/embeddings",
+        ),
+        Kind(
+            "tiny_window",
+            0.05,
+            (413, 429),
+            lambda rng: {"json": {"input": {"path": video_path}, "window": 1e-300}},
+            "/v1/video/embeddings",
+        ),
+        Kind(
+            "bad_tokens",
+            0.04,
+            (400,),
+            lambda rng: {"json": {"input": [[101, 99999999, 102]]}},
+            "/v1/embeddings",
+        ),
         Kind("k_zero", 0.04, (422,), lambda rng: {"json": {"query": "x", "k": 0}}, "/v1/search"),
-    ]  # fmt: skip
+    ]
 
 
 @dataclass

@@ -67,8 +67,13 @@ def train(cfg: FinetuneConfig, resume: str | None = None, progress: bool = True)
     def save_model(folder: Path) -> None:
         save_classifier(accelerator.unwrap_model(model), folder, cfg.task, {"init": cfg.init})
 
-    summary: dict = {"start_step": step, "steps": total, "clips": len(clips), "steps_per_epoch": per_epoch,
-                     "precision": precision.name}  # fmt: skip
+    summary: dict = {
+        "start_step": step,
+        "steps": total,
+        "clips": len(clips),
+        "steps_per_epoch": per_epoch,
+        "precision": precision.name,
+    }
     model.train()
     t_last = time.perf_counter()
     for epoch in range(step // per_epoch, cfg.epochs):

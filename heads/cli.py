@@ -51,9 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "--threads", type=positive_int, help="torch CPU threads (small heads often run fastest on 1)"
             )
             p.add_argument(
-                "--precision", choices=PRECISIONS, default=None,
+                "--precision",
+                choices=PRECISIONS,
+                default=None,
                 help="auto (bf16 on CUDA, fp32 on the CPU), fp32, bf16, fp16 (train: overrides the config's)",
-            )  # fmt: skip
+            )
             if action == "train":
                 p.add_argument(
                     "--config", help=f"a packaged heads config name or a YAML (default: the packaged {task})"
@@ -65,18 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run folder: config.json, metrics.jsonl, final/, ...",
                 )
                 p.add_argument(
-                    "--resume", nargs="?", const="latest", default=None,
+                    "--resume",
+                    nargs="?",
+                    const="latest",
+                    default=None,
                     help="continue from the run folder's latest checkpoint, or from the one given",
-                )  # fmt: skip
+                )
                 p.add_argument("--epochs", type=positive_int, help="override the config's epochs")
                 p.add_argument("--seed", type=non_negative_int, help="override the config's seed")
                 p.add_argument("--lr", type=positive_float, help="override the config's learning rate")
                 p.add_argument("--batch-size", type=positive_int, help="override the config's batch size")
             else:
                 p.add_argument(
-                    "--checkpoint", required=True, type=Path,
+                    "--checkpoint",
+                    required=True,
+                    type=Path,
                     help="the run folder of `heads train` (its final/), or a checkpoint folder",
-                )  # fmt: skip
+                )
                 p.add_argument("--out", required=True, type=Path, help="prediction JSON to write")
             _module(task, action).add_arguments(p)
     return parser
@@ -89,10 +96,20 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     if args.action == "train":  # config None: heads.common finds the packaged heads/<task>.yaml
-        overrides = {"epochs": args.epochs, "seed": args.seed, "lr": args.lr, "batch_size": args.batch_size,
-                     "precision": args.precision}  # fmt: skip
-        args.options = {"config": args.config, "overrides": overrides, "device": args.device,
-                        "show_progress": not args.quiet, "resume": args.resume}  # fmt: skip
+        overrides = {
+            "epochs": args.epochs,
+            "seed": args.seed,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            "precision": args.precision,
+        }
+        args.options = {
+            "config": args.config,
+            "overrides": overrides,
+            "device": args.device,
+            "show_progress": not args.quiet,
+            "resume": args.resume,
+        }
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"

@@ -207,8 +207,9 @@ def fit(
     generators = {"data": generator}
     step, losses, last_good = 0, [], None
     if run is not None and run.resume:
-        last_good, state = resume_checkpoint(run.path, run.resume, model, optimizer, scheduler,
-                                             generators=generators, scaler=fp16_scaler)  # fmt: skip
+        last_good, state = resume_checkpoint(
+            run.path, run.resume, model, optimizer, scheduler, generators=generators, scaler=fp16_scaler
+        )
         step, losses = state["step"], list(state.get("losses", []))
         if step != len(losses) * steps_per_epoch:
             raise InputError(f"--resume {last_good}: step {step} is not the end of epoch {len(losses)} here")
@@ -238,14 +239,30 @@ def fit(
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             if run is None:
                 continue
-            metrics.write({"step": step, "epoch": epoch + 1, "loss": losses[-1],
-                           "lr": scheduler.get_last_lr()[0], "precision": precision.name})  # fmt: skip
+            metrics.write(
+                {
+                    "step": step,
+                    "epoch": epoch + 1,
+                    "loss": losses[-1],
+                    "lr": scheduler.get_last_lr()[0],
+                    "precision": precision.name,
+                }
+            )
             every = cfg.checkpoint_every
             if epoch + 1 == cfg.epochs or (every and (epoch + 1) % every == 0):
                 state = {"epoch": epoch + 1, "losses": losses, "precision": precision.name}
-                last_good = save_checkpoint(run.path, step, model, optimizer, scheduler, state,
-                                            cfg.keep_checkpoints, run.save_model, generators=generators,
-                                            scaler=fp16_scaler)  # fmt: skip
+                last_good = save_checkpoint(
+                    run.path,
+                    step,
+                    model,
+                    optimizer,
+                    scheduler,
+                    state,
+                    cfg.keep_checkpoints,
+                    run.save_model,
+                    generators=generators,
+                    scaler=fp16_scaler,
+                )
     finally:
         if metrics is not None:
             metrics.close()
@@ -332,8 +349,14 @@ def train_head(
         job.model, cfg, job.n, job.loss_of, generator, f"train {task}", show_progress, precision, run
     )
     save_model(out / FINAL)
-    summary = {"task": task, **job.counts, "losses": losses, "seconds": time.perf_counter() - start,
-               "precision": precision.name, "config_file": str(config_file)}  # fmt: skip
+    summary = {
+        "task": task,
+        **job.counts,
+        "losses": losses,
+        "seconds": time.perf_counter() - start,
+        "precision": precision.name,
+        "config_file": str(config_file),
+    }
     write_output(summary, out / "summary.json")
     logger.info("%s: %s, final loss %.4f, model in %s", task, job.counts, losses[-1], out / FINAL)
     return summary

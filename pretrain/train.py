@@ -149,8 +149,13 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> dict:
         if step % opts.log_every == 0 or step == opts.steps:
             rate = n_window / (time.perf_counter() - t_window)
             t_window, n_window = time.perf_counter(), 0
-            record = {"step": step, "loss": loss_value, "lr": scheduler.get_last_lr()[0], "clips_per_s": rate,
-                      "precision": precision.name}  # fmt: skip
+            record = {
+                "step": step,
+                "loss": loss_value,
+                "lr": scheduler.get_last_lr()[0],
+                "clips_per_s": rate,
+                "precision": precision.name,
+            }
             bar.set_postfix(loss=f"{loss_value:.3f}", clips_s=f"{rate:.1f}")
         if mcq and (step == opts.steps or (mcq["every"] and step % mcq["every"] == 0)):
             record = {"step": step, **record, **_validate(accelerator, model, mcq, step, summary)}

@@ -84,10 +84,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument(
-        "--precision", default="auto", choices=PRECISIONS,
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
         help="weights and compute (egovlp.precision); auto: the index's feature precision when it "
-             "records one, else bf16 on CUDA, fp32 on a CPU without a bf16 matrix engine",
-    )  # fmt: skip
+        "records one, else bf16 on CUDA, fp32 on a CPU without a bf16 matrix engine",
+    )
     p.add_argument(
         "--allow-foreign-index",
         action="store_true",

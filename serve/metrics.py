@@ -34,9 +34,12 @@ class Metrics:
             "egovlp_request_seconds", "Request latency", ["route"], buckets=_LATENCY_BUCKETS, registry=r
         )
         self.queue_seconds = Histogram(
-            "egovlp_queue_seconds", "Time a request waited in its batcher queue", ["modality"],
-            buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "egovlp_queue_seconds",
+            "Time a request waited in its batcher queue",
+            ["modality"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.batch_size = Histogram(
             "egovlp_batch_size", "Items per executed batch", ["modality"], buckets=_BATCH_BUCKETS, registry=r
         )

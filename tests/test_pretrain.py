@@ -282,9 +282,18 @@ def test_cli_summary_records_config_file_and_precision(world, tmp_path):
     from egovlp.cli import run
 
     out, summary = tmp_path / "cli", tmp_path / "summary.json"
-    overrides = [f"model={world / 'micro.yaml'}", f"output_dir={out}", f"data.shards={world / 'shards'}",
-                 f"data.taxonomy={world}", "data.batch_size=2", "data.num_workers=0", "data.shuffle_buffer=4",
-                 "train.steps=1", "train.checkpoint_every=0", "egomcq.data="]  # fmt: skip
+    overrides = [
+        f"model={world / 'micro.yaml'}",
+        f"output_dir={out}",
+        f"data.shards={world / 'shards'}",
+        f"data.taxonomy={world}",
+        "data.batch_size=2",
+        "data.num_workers=0",
+        "data.shuffle_buffer=4",
+        "train.steps=1",
+        "train.checkpoint_every=0",
+        "egomcq.data=",
+    ]
     cfg_file = tmp_path / "p.yaml"
     cfg_file.write_text("train:\n  warmup_steps: 0\n")
     assert (

@@ -48,8 +48,13 @@ def test_no_decay_on_norms_biases_and_embeddings():
     names = {id(p): n for n, p in model.named_parameters()}
     assert {names[id(p)] for p in decay["params"]} == {"patch_embed.0.weight", "fc.weight"}
     assert {names[id(p)] for p in no_decay["params"]} == {
-        "pos_embed", "patch_embed.0.bias", "words.weight", "norm.weight", "norm.bias", "fc.bias",
-    }  # fmt: skip
+        "pos_embed",
+        "patch_embed.0.bias",
+        "words.weight",
+        "norm.weight",
+        "norm.bias",
+        "fc.bias",
+    }
     assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.1, 0.0)
 
 
@@ -78,8 +83,17 @@ def _train(
         sched.step()
         losses.append(loss.item())
         if every and step % every == 0:
-            save_checkpoint(out, step, model, opt, sched, {"loss": losses[-1]}, keep=2,
-                            save_model=lambda f: f.mkdir(), generators={"data": gen})  # fmt: skip
+            save_checkpoint(
+                out,
+                step,
+                model,
+                opt,
+                sched,
+                {"loss": losses[-1]},
+                keep=2,
+                save_model=lambda f: f.mkdir(),
+                generators={"data": gen},
+            )
     return losses
 
 
@@ -98,8 +112,11 @@ def test_checkpoint_format_and_exact_resume(tmp_path):
     # the folder: trainer state (format, step, the app's fields), training state, RNG, the app's model
     ckpt = latest_checkpoint(tmp_path / "a")
     assert ckpt.name == "step_00000008" and sorted(p.name for p in ckpt.iterdir()) == [
-        "model", "rng_state_0.pt", TRAINER_STATE, TRAINING_STATE,
-    ]  # fmt: skip
+        "model",
+        "rng_state_0.pt",
+        TRAINER_STATE,
+        TRAINING_STATE,
+    ]
     state = json.loads((ckpt / TRAINER_STATE).read_text())
     assert state["format"] == CHECKPOINT_FORMAT and state["step"] == 8 and "loss" in state
     blob = torch.load(ckpt / TRAINING_STATE, weights_only=True)  # tensors and plain values only
@@ -108,8 +125,14 @@ def test_checkpoint_format_and_exact_resume(tmp_path):
     # another process: other seeds and weights, then resume from step 4 (every RNG comes back)
     torch.manual_seed(99), np.random.seed(99), random.seed(99)
     model2, opt2, sched2, gen2 = _fresh(seed=7)
-    _, got = resume_checkpoint(tmp_path / "a", str(tmp_path / "a" / "checkpoints" / "step_00000004"),
-                               model2, opt2, sched2, generators={"data": gen2})  # fmt: skip
+    _, got = resume_checkpoint(
+        tmp_path / "a",
+        str(tmp_path / "a" / "checkpoints" / "step_00000004"),
+        model2,
+        opt2,
+        sched2,
+        generators={"data": gen2},
+    )
     assert got["step"] == 4
     again = _train(model2, opt2, sched2, tmp_path / "b", 4, 8, gen2)
     assert again == pytest.approx(reference[4:], rel=1e-6, abs=1e-7)

@@ -57,8 +57,13 @@ def test_layout_and_world_properties(data):
     by_video: dict[str, list[str]] = {}
     for video, text in texts:
         by_video.setdefault(video, []).append(text)
-    pairs = [t for ts in by_video.values() for t in ts if "leave on the table" in t
-             and any(o != t and o.split(" that ")[0] == t.split(" that ")[0] for o in ts)]  # fmt: skip
+    pairs = [
+        t
+        for ts in by_video.values()
+        for t in ts
+        if "leave on the table" in t
+        and any(o != t and o.split(" that ")[0] == t.split(" that ")[0] for o in ts)
+    ]
     assert pairs, "no look-alike pair"
 
 

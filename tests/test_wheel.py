@@ -47,7 +47,20 @@ def installed(tmp_path_factory) -> dict[str, Path]:
             src.mkdir(exist_ok=True)
             shutil.copy2(REPO / name, src / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-    _run([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(root / "dist"), str(src)], root)  # fmt: skip
+    _run(
+        [
+            *pip,
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-w",
+            str(root / "dist"),
+            str(src),
+        ],
+        root,
+    )
     (wheel,) = (root / "dist").glob("egovlp-*.whl")
     site = root / "site"
     _run([*pip, "install", "-q", "--no-deps", "--no-index", "--target", str(site), str(wheel)], root)
@@ -75,8 +88,11 @@ def _inside(path: str | Path, folder: Path) -> bool:
 def test_wheel_holds_every_module_and_the_configs(installed):
     names = set(zipfile.ZipFile(installed["wheel"]).namelist())
     modules = {
-        p.relative_to(REPO).as_posix() for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py") if "__pycache__" not in p.parts
-    }  # fmt: skip
+        p.relative_to(REPO).as_posix()
+        for pkg in PACKAGES
+        for p in (REPO / pkg).rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
     assert modules and not modules - names, sorted(modules - names)
     configs = {
         f"egovlp/configs/{p.relative_to(REPO / 'configs').as_posix()}"
@@ -151,16 +167,48 @@ def test_installed_package_imports_finds_its_configs_and_shows_demo_help(install
 def test_synth_extract_and_heads_train_from_the_wheel(installed, checked):
     site, work = installed["site"], installed["work"]
     world = work / "world"
-    _egovlp(installed, "synth", str(world), "--videos", "2", "--val-videos", "1", "--short-side", "32",
-            "--duration", "8", "--fho-videos", "2", "--workers", "2")  # fmt: skip
+    _egovlp(
+        installed,
+        "synth",
+        str(world),
+        "--videos",
+        "2",
+        "--val-videos",
+        "1",
+        "--short-side",
+        "32",
+        "--duration",
+        "8",
+        "--fho-videos",
+        "2",
+        "--workers",
+        "2",
+    )
     moments = world / "moments_train.json"
     clips = [c["clip_uid"] for v in json.loads(moments.read_text())["videos"] for c in v["clips"]]
     assert clips
 
     feats = work / "feats"
-    out = _egovlp(installed, "extract", "--model", str(checked["model"]), "--preset", "mq", "--input", str(moments),
-                  "--videos", str(world / "videos"), "--out", str(feats), "--workers", "0", "--device", "cpu",
-                  "--no-pin-cpus", "--no-progress")  # fmt: skip
+    out = _egovlp(
+        installed,
+        "extract",
+        "--model",
+        str(checked["model"]),
+        "--preset",
+        "mq",
+        "--input",
+        str(moments),
+        "--videos",
+        str(world / "videos"),
+        "--out",
+        str(feats),
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-pin-cpus",
+        "--no-progress",
+    )
     summary = json.loads(out.stdout.splitlines()[-1])
     assert summary["ok"] == len(clips) and summary["failed"] == 0 and summary["precision"] == "fp32"
     for clip in clips:
@@ -168,8 +216,21 @@ def test_synth_extract_and_heads_train_from_the_wheel(installed, checked):
         assert sidecar["preset"] == "mq" and sidecar["num_rows"] > 0 and sidecar["dim"] == 16
 
     run = work / "run"
-    out = _egovlp(installed, "heads", "train", "mq", "--ann", str(moments), "--features", str(feats), "--out",
-                  str(run), "--epochs", "1", "--quiet")  # fmt: skip
+    out = _egovlp(
+        installed,
+        "heads",
+        "train",
+        "mq",
+        "--ann",
+        str(moments),
+        "--features",
+        str(feats),
+        "--out",
+        str(run),
+        "--epochs",
+        "1",
+        "--quiet",
+    )
     summary = json.loads(out.stdout.splitlines()[-1])
     packaged = site / "egovlp" / "configs" / "heads" / "mq.yaml"
     # no --config: the packaged default, found inside the installed package

@@ -228,8 +228,10 @@ def write_ground_truth(root: str | Path, videos: list[dict[str, Any]]) -> None:
         objects = {}
         for obj_id, obj in v["objects"].items():
             masks = obj["masks"]
-            rle = {f: (encode_rle(masks[f]) if masks.get(f) is not None and masks[f].any() else None)
-                   for f in v["frames"]}  # fmt: skip
+            rle = {
+                f: (encode_rle(masks[f]) if masks.get(f) is not None and masks[f].any() else None)
+                for f in v["frames"]
+            }
             folder = root / "annotations" / v["video"]
             folder.mkdir(parents=True, exist_ok=True)
             write_json_atomic(rle, folder / f"{obj_id}.json")

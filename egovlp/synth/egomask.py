@@ -163,8 +163,19 @@ def _pose(obj: GroundObject, scene: Scene, t: float, size: tuple[int, int]) -> O
         if not start <= t <= end:
             continue
         if obj.verb is not None:  # the narrated world's action, held over the visit
-            a = Action("", 0, obj.verb, obj.noun, round(start + ENTER, 3), round(end - ENTER, 3), obj.x0,
-                       Y_REST - 0.05, obj.scale, obj.direction, obj.hand)  # fmt: skip
+            a = Action(
+                "",
+                0,
+                obj.verb,
+                obj.noun,
+                round(start + ENTER, 3),
+                round(end - ENTER, 3),
+                obj.x0,
+                Y_REST - 0.05,
+                obj.scale,
+                obj.direction,
+                obj.hand,
+            )
             return object_pose(a, scene, t, *size)
         if t < start + ENTER:  # comes up from below the frame, and leaves the same way
             k = 1 - _smooth((t - start) / ENTER)
@@ -259,22 +270,58 @@ def write_grounding_split(out_dir: Path, plans: list[GroundingPlan], short_side:
         for p in mine:
             frames = frame_names(p)
             per_frame = {f: visible_masks(p, int(f) / VQ_FPS, short_side) for f in frames}
-            objects = {o.obj_id: {"category": NOUNS[o.noun].name, "masks": {f: per_frame[f][o.obj_id] for f in frames}}
-                       for o in p.objects}  # fmt: skip
+            objects = {
+                o.obj_id: {
+                    "category": NOUNS[o.noun].name,
+                    "masks": {f: per_frame[f][o.obj_id] for f in frames},
+                }
+                for o in p.objects
+            }
             exps = {str(k): {"exp": expression(o), "obj_id": o.obj_id} for k, o in enumerate(p.objects)}
-            videos.append({"video": p.video_uid, "subset": p.subset, "frames": frames, "objects": objects,
-                           "expressions": exps})  # fmt: skip
-            queries = [{"query": e["exp"], "clip_start_sec": p.objects[k].visits[0][0],
-                        "clip_end_sec": p.objects[k].visits[0][1]} for k, e in enumerate(exps.values())]  # fmt: skip
-            nlq.append({"video_uid": p.video_uid, "split": split, "clips": [{
-                "clip_uid": p.video_uid, "video_start_sec": 0.0, "video_end_sec": p.duration,
-                "clip_start_sec": 0.0, "clip_end_sec": p.duration,
-                "annotations": [{"annotation_uid": ANNOTATION_UID, "language_queries": queries}]}]})  # fmt: skip
+            videos.append(
+                {
+                    "video": p.video_uid,
+                    "subset": p.subset,
+                    "frames": frames,
+                    "objects": objects,
+                    "expressions": exps,
+                }
+            )
+            queries = [
+                {
+                    "query": e["exp"],
+                    "clip_start_sec": p.objects[k].visits[0][0],
+                    "clip_end_sec": p.objects[k].visits[0][1],
+                }
+                for k, e in enumerate(exps.values())
+            ]
+            nlq.append(
+                {
+                    "video_uid": p.video_uid,
+                    "split": split,
+                    "clips": [
+                        {
+                            "clip_uid": p.video_uid,
+                            "video_start_sec": 0.0,
+                            "video_end_sec": p.duration,
+                            "clip_start_sec": 0.0,
+                            "clip_end_sec": p.duration,
+                            "annotations": [{"annotation_uid": ANNOTATION_UID, "language_queries": queries}],
+                        }
+                    ],
+                }
+            )
             counts["egomask_expressions"] += len(exps)
         write_ground_truth(root, videos)
         listing = "".join(f"../../videos/{p.video_uid}.mp4\n" for p in mine)
         write_bytes_atomic(listing.encode(), root / "videos.txt")
-        write_json_atomic({"version": "v1", "description": f"egovlp synthetic grounding {split}: the "
-                           "expressions as language queries, for `egovlp extract --preset text`",
-                           "videos": nlq}, root / "expressions_nlq.json")  # fmt: skip
+        write_json_atomic(
+            {
+                "version": "v1",
+                "description": f"egovlp synthetic grounding {split}: the "
+                "expressions as language queries, for `egovlp extract --preset text`",
+                "videos": nlq,
+            },
+            root / "expressions_nlq.json",
+        )
     return counts

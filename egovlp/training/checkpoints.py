@@ -80,7 +80,7 @@ def rng_state(generators: Mapping[str, torch.Generator] | None = None) -> dict[s
             "pos": int(pos),
             "has_gauss": int(has_gauss),
             "gauss": float(gauss),
-        },  # fmt: skip
+        },
         "torch": torch.get_rng_state(),
         "generators": {name: g.get_state() for name, g in (generators or {}).items()},
     }

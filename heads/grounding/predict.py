@@ -59,8 +59,13 @@ def predict_grounding(
     precision: str | None = None,
 ) -> dict[str, Any]:
     """Write `{out}/{subset}/{video}/{exp}/{exp}-{obj}.json` for every expression of `gt_dir`."""
-    model, _ = load_head(checkpoint, TASK, GroundingConfig,
-                         lambda cfg, p: GroundingHead(cfg, p["grid_dim"], p["text_dim"]), device)  # fmt: skip
+    model, _ = load_head(
+        checkpoint,
+        TASK,
+        GroundingConfig,
+        lambda cfg, p: GroundingHead(cfg, p["grid_dim"], p["text_dim"]),
+        device,
+    )
     cfg = model.cfg
     out = output_dir(out, "--out")
     dev = next(model.parameters()).device

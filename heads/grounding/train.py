@@ -72,8 +72,13 @@ def _training(
         return grounding_loss(out, batch, cfg)
 
     videos = len({s.expression.video for s in samples})
-    return Training(model, len(samples), loss_of, {"expressions": len(samples), "videos": videos},
-                    {"grid_dim": D, "text_dim": Dt})  # fmt: skip
+    return Training(
+        model,
+        len(samples),
+        loss_of,
+        {"expressions": len(samples), "videos": videos},
+        {"grid_dim": D, "text_dim": Dt},
+    )
 
 
 def train_grounding(

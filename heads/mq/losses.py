@@ -18,8 +18,17 @@ def point_grid(lengths: list[int], strides: list[int], ranges: tuple) -> torch.T
     rows = []
     for T, s, (lo, hi) in zip(lengths, strides, ranges, strict=True):
         centers = (torch.arange(T, dtype=torch.float32) + 0.5) * s
-        rows.append(torch.stack([centers, torch.full_like(centers, s), torch.full_like(centers, lo),
-                                 torch.full_like(centers, hi)], 1))  # fmt: skip
+        rows.append(
+            torch.stack(
+                [
+                    centers,
+                    torch.full_like(centers, s),
+                    torch.full_like(centers, lo),
+                    torch.full_like(centers, hi),
+                ],
+                1,
+            )
+        )
     return torch.cat(rows)
 
 

@@ -14,9 +14,13 @@ from egovlp.metrics.iou import segment_iou
 
 
 def soft_nms(
-    segments: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, sigma: float = 0.5, min_score: float = 1e-3,
+    segments: torch.Tensor,
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    sigma: float = 0.5,
+    min_score: float = 1e-3,
     max_keep: int = 100,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gaussian Soft-NMS within each class. segments [N, 2], scores [N], labels [N] -> the kept ones,
     sorted by their decayed score (at most `max_keep`, scores >= `min_score`)."""
     out_seg, out_score, out_label = [], [], []

@@ -63,8 +63,14 @@ def predict_mq(
         T = sample.feats.shape[0]
         segs = segs.clamp(0, T)
         keep = segs[:, 1] > segs[:, 0]
-        segs, scores, labels = soft_nms(segs[keep], scores[keep], labels[keep], cfg.soft_nms_sigma,
-                                        cfg.pre_nms_threshold, cfg.max_segments)  # fmt: skip
+        segs, scores, labels = soft_nms(
+            segs[keep],
+            scores[keep],
+            labels[keep],
+            cfg.soft_nms_sigma,
+            cfg.pre_nms_threshold,
+            cfg.max_segments,
+        )
         seconds = sample.rows_to_seconds(segs.numpy().astype(np.float64))
         results[sample.clip_uid] = [
             {

@@ -60,10 +60,18 @@ def train_mq(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ann", required=True, help="moment-query annotation file (moments_train.json)")
-    parser.add_argument("--features", required=True, nargs="+",
-                        help="one or more feature folders ({clip_uid}.npy|.pt + .json), concatenated per row")  # fmt: skip
-    parser.add_argument("--asl", action=argparse.BooleanOptionalAction, default=None,
-                        help="action-sensitivity weighting of the losses (overrides the config)")  # fmt: skip
+    parser.add_argument(
+        "--features",
+        required=True,
+        nargs="+",
+        help="one or more feature folders ({clip_uid}.npy|.pt + .json), concatenated per row",
+    )
+    parser.add_argument(
+        "--asl",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="action-sensitivity weighting of the losses (overrides the config)",
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

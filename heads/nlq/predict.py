@@ -56,8 +56,13 @@ def predict_nlq(
         )
         for i, s in enumerate(chunk):
             T = s.video.shape[0]
-            spans = top_spans(logits["start"][i, :T].cpu(), logits["end"][i, :T].cpu(), cfg.top_k, cfg.nms_iou,
-                              cfg.max_span_rows)  # fmt: skip
+            spans = top_spans(
+                logits["start"][i, :T].cpu(),
+                logits["end"][i, :T].cpu(),
+                cfg.top_k,
+                cfg.nms_iou,
+                cfg.max_span_rows,
+            )
             windows = [[round(float(s.times[a, 0]), 3), round(float(s.times[b, 1]), 3)] for a, b, _ in spans]
             results.append(
                 {
@@ -82,8 +87,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     pred = predict_nlq(
-        args.checkpoint, args.ann, args.features, args.text_features, args.out, args.device,
-        show_progress=not args.quiet, precision=args.precision,
-    )  # fmt: skip
+        args.checkpoint,
+        args.ann,
+        args.features,
+        args.text_features,
+        args.out,
+        args.device,
+        show_progress=not args.quiet,
+        precision=args.precision,
+    )
     precision = precision_for_device(args.precision, args.device).name
     return {"task": TASK, "predictions": len(pred["results"]), "out": str(args.out), "precision": precision}

@@ -38,8 +38,14 @@ def _training(
     def loss_of(idx: list[int]) -> torch.Tensor:
         batch = {k: v.to(run.device) for k, v in collate([samples[i] for i in idx], cfg, True).items()}
         logits = model(batch["video"], batch["video_mask"], batch["text"], batch["text_mask"])
-        return span_loss(logits, batch["start"], batch["end"], batch["highlight"], batch["video_mask"],
-                         cfg.highlight_weight)["loss"]  # fmt: skip
+        return span_loss(
+            logits,
+            batch["start"],
+            batch["end"],
+            batch["highlight"],
+            batch["video_mask"],
+            cfg.highlight_weight,
+        )["loss"]
 
     meta = {"video_dim": video_dim, "text_dim": text_dim}
     return Training(model, len(samples), loss_of, {"samples": len(samples)}, meta)
@@ -63,8 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ann", required=True, help="NLQ annotation file (nlq_train.json)")
     parser.add_argument("--features", required=True, help="folder of {clip_uid}.pt|.npy (+ .json sidecars)")
     parser.add_argument("--text-features", required=True, help="text_cls.pt / text_tokens.pt or their folder")
-    parser.add_argument("--use-tokens", action=argparse.BooleanOptionalAction, default=None,
-                        help="read per-token text features (text_tokens.pt)")  # fmt: skip
+    parser.add_argument(
+        "--use-tokens",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read per-token text features (text_tokens.pt)",
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -47,8 +47,12 @@ class ClipGrid:
         x1, y1 = box.x * rx, box.y * ry
         x2, y2 = (box.x + box.width) * rx, (box.y + box.height) * ry
         s, side = g["scale"], g["input_size"]
-        out = [(x1 * s + g["pad_left"]) / side, (y1 * s + g["pad_top"]) / side,
-               (x2 * s + g["pad_left"]) / side, (y2 * s + g["pad_top"]) / side]  # fmt: skip
+        out = [
+            (x1 * s + g["pad_left"]) / side,
+            (y1 * s + g["pad_top"]) / side,
+            (x2 * s + g["pad_left"]) / side,
+            (y2 * s + g["pad_top"]) / side,
+        ]
         return torch.tensor(out, dtype=torch.float32).clamp(0, 1)
 
     def to_pixels(self, boxes: torch.Tensor, ann_size: tuple[int, int] | None) -> np.ndarray:
@@ -132,8 +136,12 @@ def load_vq_samples(
             )
             row = grid.row_of(crop.frame_number)
             if grid.frame_numbers[row] != crop.frame_number:
-                logger.info("%s: crop frame %d not stored; pooled from frame %d", clip.clip_uid, crop.frame_number,
-                            grid.frame_numbers[row])  # fmt: skip
+                logger.info(
+                    "%s: crop frame %d not stored; pooled from frame %d",
+                    clip.clip_uid,
+                    crop.frame_number,
+                    grid.frame_numbers[row],
+                )
             query = crop_tokens(grid, grid.to_norm(crop, size), row, query_size)
             search = np.flatnonzero(grid.frame_numbers < qs.query_frame)
             if len(search) == 0:

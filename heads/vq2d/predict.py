@@ -127,8 +127,16 @@ def predict_vq2d(
         first, last, peak = response_window(scores, cfg.smooth, cfg.peak_threshold, cfg.window_fraction)
         pixels = sample.clip.to_pixels(boxes[first : last + 1], sample.ann_size)
         fnos = sample.clip.frame_numbers[sample.search[first : last + 1]]
-        bboxes = [{"fno": int(f), "x1": round(float(b[0]), 2), "y1": round(float(b[1]), 2),
-                   "x2": round(float(b[2]), 2), "y2": round(float(b[3]), 2)} for f, b in zip(fnos, pixels, strict=True)]  # fmt: skip
+        bboxes = [
+            {
+                "fno": int(f),
+                "x1": round(float(b[0]), 2),
+                "y1": round(float(b[1]), 2),
+                "x2": round(float(b[2]), 2),
+                "y2": round(float(b[3]), 2),
+            }
+            for f, b in zip(fnos, pixels, strict=True)
+        ]
         qs = sample.query_set
         tracks[(sample.clip.clip_uid, qs.annotation_idx, qs.query_set_id)] = {
             "bboxes": bboxes,
@@ -174,8 +182,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    pred = predict_vq2d(args.checkpoint, args.ann, args.features, args.out, args.device, not args.quiet,
-                        args.precision)  # fmt: skip
+    pred = predict_vq2d(
+        args.checkpoint, args.ann, args.features, args.out, args.device, not args.quiet, args.precision
+    )
     n = sum(len(c["predictions"]) for v in pred["results"]["videos"] for c in v["clips"])
     precision = precision_for_device(args.precision, args.device).name
     return {"task": TASK, "annotations": n, "out": str(args.out), "precision": precision}

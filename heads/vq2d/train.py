@@ -44,14 +44,26 @@ def make_batch(
     return {"frames": frames, "query": query, "mask": mask, "labels": labels, "boxes": boxes}
 
 
-def batch_loss(outputs: list[dict[str, torch.Tensor]], batch: dict[str, torch.Tensor], anchors: torch.Tensor,
-               cfg: VQ2DConfig) -> dict[str, torch.Tensor]:  # fmt: skip
+def batch_loss(
+    outputs: list[dict[str, torch.Tensor]],
+    batch: dict[str, torch.Tensor],
+    anchors: torch.Tensor,
+    cfg: VQ2DConfig,
+) -> dict[str, torch.Tensor]:
     """Sum of the detection losses of every stage (deep supervision of the refinement stages)."""
     m = batch["mask"]
     total = {"loss": 0.0, "obj": 0.0, "box": 0.0}
     for out in outputs:
-        part = detection_loss(out["logits"][m], out["deltas"][m], batch["labels"][m], batch["boxes"][m],
-                              anchors, cfg.neg_ratio, cfg.min_negatives, cfg.box_weight)  # fmt: skip
+        part = detection_loss(
+            out["logits"][m],
+            out["deltas"][m],
+            batch["labels"][m],
+            batch["boxes"][m],
+            anchors,
+            cfg.neg_ratio,
+            cfg.min_negatives,
+            cfg.box_weight,
+        )
         total = {k: total[k] + part[k] for k in total}
     return total
 

@@ -212,8 +212,10 @@ def recall_at_k(index, queries: np.ndarray, truth: np.ndarray) -> float:
     """Mean |index top-k ∩ exact top-k| / k over the queries."""
     k = truth.shape[1]
     _, got = index.search(np.ascontiguousarray(queries, np.float32), k)
-    per = [len(set(a[a >= 0].tolist()) & set(b[b >= 0].tolist())) / max(1, int((a >= 0).sum()))
-           for a, b in zip(truth, got, strict=True)]  # fmt: skip
+    per = [
+        len(set(a[a >= 0].tolist()) & set(b[b >= 0].tolist())) / max(1, int((a >= 0).sum()))
+        for a, b in zip(truth, got, strict=True)
+    ]
     return float(np.mean(per)) if per else 1.0
 
 

@@ -247,8 +247,9 @@ class RowColumns:
             chunks = [table.column(c).chunks for c in self.NAMES]
             sizes = [len(chunk) for chunk in chunks[0]]
         self.starts = np.cumsum([0] + sizes[:-1]).astype(np.int64)  # first row of each batch
-        self.views = [[chunk.to_numpy(zero_copy_only=chunk.null_count == 0) for chunk in column]
-                      for column in chunks]  # fmt: skip
+        self.views = [
+            [chunk.to_numpy(zero_copy_only=chunk.null_count == 0) for chunk in column] for column in chunks
+        ]
 
     def take(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         """The columns at row `ids` (only those rows' pages are read)."""
@@ -256,8 +257,10 @@ class RowColumns:
         local = ids - self.starts[batch]
         out = {}
         for name, views in zip(self.NAMES, self.views, strict=True):
-            out[name] = np.array([views[b][i] for b, i in zip(batch.tolist(), local.tolist(), strict=True)],
-                                 dtype=views[0].dtype if views else np.float32)  # fmt: skip
+            out[name] = np.array(
+                [views[b][i] for b, i in zip(batch.tolist(), local.tolist(), strict=True)],
+                dtype=views[0].dtype if views else np.float32,
+            )
         return out
 
 

@@ -30,9 +30,15 @@ def world(tmp_path_factory) -> Path:
     argv += ["--short-side", "32", "--fho-videos", "2", "--egomask-videos", "3", "--workers", "2"]
     assert run(argv) == 0
     run_shards(
-        root / "egoclip.csv", root / "videos", root / "shards", frames=2, size=32, shard_size=8, workers=0,
+        root / "egoclip.csv",
+        root / "videos",
+        root / "shards",
+        frames=2,
+        size=32,
+        shard_size=8,
+        workers=0,
         progress=False,
-    )  # fmt: skip
+    )
     intra = [i for i in read_egomcq(root / "egomcq.json") if i.type == INTRA][:2]
     with open(root / "egoclip.csv", newline="") as f:
         train_clips = list(csv.DictReader(f, delimiter="\t"))[:4]
@@ -89,11 +95,22 @@ def test_pretrain_init_continues_in_the_family(family, converted, world, tmp_pat
         "model": str(converted[family] / "config.json"),
         "init": str(converted[family]),
         "output_dir": str(out),
-        "data": {"shards": str(world / "shards"), "taxonomy": str(world), "batch_size": 2,
-                 "num_workers": 0, "shuffle_buffer": 4},
-        "train": {"steps": 2, "lr": 1e-3, "warmup_steps": 0, "log_every": 1, "checkpoint_every": 0,
-                  "precision": "fp32"},
-    }  # fmt: skip
+        "data": {
+            "shards": str(world / "shards"),
+            "taxonomy": str(world),
+            "batch_size": 2,
+            "num_workers": 0,
+            "shuffle_buffer": 4,
+        },
+        "train": {
+            "steps": 2,
+            "lr": 1e-3,
+            "warmup_steps": 0,
+            "log_every": 1,
+            "checkpoint_every": 0,
+            "precision": "fp32",
+        },
+    }
     config = tmp_path / "pretrain.yaml"
     config.write_text(yaml.safe_dump(options))
     assert run(["pretrain", "--config", str(config)]) == 0

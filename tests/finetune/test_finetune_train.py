@@ -179,8 +179,19 @@ def test_pnr_step_contrast_by_hand():
 def test_precision_flag_is_recorded_and_fp16_refused_on_the_cpu(fho_world, tmp_path, capsys):
     from egovlp.cli import run
 
-    base = ["finetune", "oscc", "--ann", str(fho_world / "fho_oscc-pnr_train.json"), "--videos",
-            str(fho_world / "videos"), "--model", str(fho_world / "micro.yaml"), "--workers", "0", "--quiet"]  # fmt: skip
+    base = [
+        "finetune",
+        "oscc",
+        "--ann",
+        str(fho_world / "fho_oscc-pnr_train.json"),
+        "--videos",
+        str(fho_world / "videos"),
+        "--model",
+        str(fho_world / "micro.yaml"),
+        "--workers",
+        "0",
+        "--quiet",
+    ]
     assert run([*base, "--out", str(tmp_path / "a"), "--precision", "fp16"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "fp16" in err[0]

@@ -51,14 +51,30 @@ def _world(folder: Path, seed: int, n_videos: int) -> None:
             objects[str(k + 1)] = {"category": f"c{colour}", "masks": masks}
             exps[str(k)] = {"exp": f"colour {colour}", "obj_id": str(k + 1)}
             tokens[text_key(name, "egomask", k)] = torch.eye(4)[[colour, colour]] * 2
-        videos.append({"video": name, "subset": ("short", "long")[v % 2], "frames": frames, "objects": objects,
-                       "expressions": exps})  # fmt: skip
+        videos.append(
+            {
+                "video": name,
+                "subset": ("short", "long")[v % 2],
+                "frames": frames,
+                "objects": objects,
+                "expressions": exps,
+            }
+        )
         (folder / "grids").mkdir(parents=True, exist_ok=True)
         with h5py.File(folder / "grids" / f"{name}.h5", "w") as h5:
             h5["features"] = feats
             h5["frame_numbers"] = np.arange(FRAMES)
-            h5.attrs.update({"original_width": SIDE, "original_height": SIDE, "scale": 1.0, "pad_left": 0.0,
-                             "pad_top": 0.0, "input_size": SIDE, "complete": True})  # fmt: skip
+            h5.attrs.update(
+                {
+                    "original_width": SIDE,
+                    "original_height": SIDE,
+                    "scale": 1.0,
+                    "pad_left": 0.0,
+                    "pad_top": 0.0,
+                    "input_size": SIDE,
+                    "complete": True,
+                }
+            )
     write_ground_truth(folder / "gt", videos)
     (folder / "text").mkdir()
     torch.save(tokens, folder / "text" / "text_tokens.pt")
@@ -81,8 +97,14 @@ def worlds(tmp_path_factory):
 
 
 def test_cell_map_geometry():
-    geometry = {"original_width": 40, "original_height": 20, "scale": 0.8, "pad_left": 0.0, "pad_top": 8.0,
-                "input_size": 32}  # fmt: skip
+    geometry = {
+        "original_width": 40,
+        "original_height": 20,
+        "scale": 0.8,
+        "pad_left": 0.0,
+        "pad_top": 8.0,
+        "input_size": 32,
+    }
     grid = type("G", (), {"geometry": geometry})()
     cells = CellMap.of(grid, 4, 4)
     mask = np.zeros((20, 40), bool)
@@ -94,10 +116,15 @@ def test_cell_map_geometry():
 
 def test_head_learns_and_beats_the_baselines(worlds, tmp_path, one_thread):
     train, val = worlds / "train", worlds / "val"
-    summary = train_grounding(train / "gt", train / "grids", train / "text", tmp_path / "run",
-                              config=ROOT / "configs" / "heads" / "grounding.yaml",
-                              overrides={"epochs": 20, "hidden": 32, "batch_size": 4, "clip_len": 8, "dropout": 0.0},
-                              show_progress=False)  # fmt: skip
+    summary = train_grounding(
+        train / "gt",
+        train / "grids",
+        train / "text",
+        tmp_path / "run",
+        config=ROOT / "configs" / "heads" / "grounding.yaml",
+        overrides={"epochs": 20, "hidden": 32, "batch_size": 4, "clip_len": 8, "dropout": 0.0},
+        show_progress=False,
+    )
     assert summary["expressions"] == 16 and summary["losses"][-1] < 0.5 * summary["losses"][0]
     out = predict_grounding(tmp_path / "run", val / "gt", val / "grids", val / "text", tmp_path / "pred")
     assert out["expressions"] == 8 and out["precision"] == "fp32"

@@ -64,13 +64,23 @@ def make_nlq_world(
             start = int(rng.integers(0, rows - 8))
             length = int(rng.integers(3, 7))
             feats[start : start + length] += code
-            queries.append({"clip_start_sec": start / RPS, "clip_end_sec": (start + length) / RPS,
-                            "query": f"event {q}", "template": "t"})  # fmt: skip
+            queries.append(
+                {
+                    "clip_start_sec": start / RPS,
+                    "clip_end_sec": (start + length) / RPS,
+                    "query": f"event {q}",
+                    "template": "t",
+                }
+            )
             texts[f"{clip_uid}/ann{c}_{q}"] = torch.from_numpy(code.copy())
         queries.append({"clip_start_sec": 0.0, "clip_end_sec": 1.0})  # no query text: skipped, still counted
         write_clip_features(feats_dir, clip_uid, feats)
-        clip = {"clip_uid": clip_uid, "clip_start_sec": 0.0, "clip_end_sec": rows / RPS,
-                "annotations": [{"annotation_uid": f"ann{c}", "language_queries": queries}]}  # fmt: skip
+        clip = {
+            "clip_uid": clip_uid,
+            "clip_start_sec": 0.0,
+            "clip_end_sec": rows / RPS,
+            "annotations": [{"annotation_uid": f"ann{c}", "language_queries": queries}],
+        }
         videos.append({"video_uid": f"video{c}", "clips": [clip]})
     torch.save(texts, feats_dir / "text_cls.pt")
     ann = root / "nlq.json"
@@ -93,12 +103,17 @@ def make_mq_world(
         while t < rows - 10:
             k, length = int(rng.integers(0, 3)), int(rng.integers(3, 10))
             feats[t : t + length] += codes[k]
-            labels.append({"start_time": t / RPS, "end_time": (t + length) / RPS, "label": f"class{k}",
-                           "primary": True})  # fmt: skip
+            labels.append(
+                {"start_time": t / RPS, "end_time": (t + length) / RPS, "label": f"class{k}", "primary": True}
+            )
             t += length + int(rng.integers(2, 8))
         write_clip_features(feats_dir, clip_uid, feats, fmt="npy")
-        clip = {"clip_uid": clip_uid, "clip_start_sec": 0.0, "clip_end_sec": rows / RPS,
-                "annotations": [{"annotator_uid": "a", "labels": labels}]}  # fmt: skip
+        clip = {
+            "clip_uid": clip_uid,
+            "clip_start_sec": 0.0,
+            "clip_end_sec": rows / RPS,
+            "annotations": [{"annotator_uid": "a", "labels": labels}],
+        }
         videos.append({"video_uid": f"video{c}", "clips": [clip]})
     ann = root / "moments.json"
     ann.write_text(json.dumps({"version": "1", "videos": videos}))
@@ -126,12 +141,29 @@ def make_vq_world(root: Path, clips: int = 2, frames: int = 30, grid: int = 6, d
         with h5py.File(feats_dir / f"{clip_uid}.h5", "w") as h5:
             h5.create_dataset("features", data=x.astype(np.float16))
             h5.create_dataset("frame_numbers", data=np.arange(frames))
-            h5.attrs.update({"original_width": size, "original_height": size, "scale": 1.0, "pad_left": 0,
-                             "pad_top": 0, "input_size": size})  # fmt: skip
+            h5.attrs.update(
+                {
+                    "original_width": size,
+                    "original_height": size,
+                    "scale": 1.0,
+                    "pad_left": 0,
+                    "pad_top": 0,
+                    "input_size": size,
+                }
+            )
         box = {"x": gx * cell, "y": gy * cell, "width": 2 * cell, "height": 2 * cell}
-        qs = {"is_valid": True, "query_frame": first + length + 3, "object_title": "thing",
-              "visual_crop": {"frame_number": crop_frame, **box, "original_width": size, "original_height": size},
-              "response_track": [{"frame_number": f, **box} for f in track]}  # fmt: skip
+        qs = {
+            "is_valid": True,
+            "query_frame": first + length + 3,
+            "object_title": "thing",
+            "visual_crop": {
+                "frame_number": crop_frame,
+                **box,
+                "original_width": size,
+                "original_height": size,
+            },
+            "response_track": [{"frame_number": f, **box} for f in track],
+        }
         clip = {
             "clip_uid": clip_uid,
             "clip_fps": 5.0,

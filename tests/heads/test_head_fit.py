@@ -88,8 +88,9 @@ def test_head_resume_from_an_epoch_checkpoint_equals_the_full_run(tmp_path, one_
     shutil.copytree(tmp_path / "full" / "checkpoints" / steps[0], killed / "checkpoints" / steps[0])
     (killed / "checkpoints" / "latest").write_text(steps[0] + "\n")
     shutil.copy(tmp_path / "full" / "metrics.jsonl", killed)  # it had logged past its checkpoint
-    again = train_nlq(w["ann"], w["features"], w["text"], killed, overrides=opts, show_progress=False,
-                      resume="latest")  # fmt: skip
+    again = train_nlq(
+        w["ann"], w["features"], w["text"], killed, overrides=opts, show_progress=False, resume="latest"
+    )
     assert again["losses"] == pytest.approx(full["losses"], rel=1e-6)
     a, b = _weights(tmp_path / "full" / "final"), _weights(killed / "final")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -110,8 +111,9 @@ def test_head_precision_and_config_file_are_recorded(tmp_path, one_thread):
     yaml = tmp_path / "mine.yaml"
     yaml.write_text("hidden: 16\nnum_heads: 2\nepochs: 2\n")
     over = {"precision": "bf16", "conv_layers": 1}
-    summary = train_nlq(w["ann"], w["features"], w["text"], tmp_path / "r", config=yaml, overrides=over,
-                        show_progress=False)  # fmt: skip
+    summary = train_nlq(
+        w["ann"], w["features"], w["text"], tmp_path / "r", config=yaml, overrides=over, show_progress=False
+    )
     assert summary["precision"] == "bf16" and summary["config_file"] == str(yaml)
     assert all(np.isfinite(summary["losses"]))
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
@@ -122,8 +124,14 @@ def test_head_precision_and_config_file_are_recorded(tmp_path, one_thread):
     )
     assert pred["results"] and all(r["predicted_times"] for r in pred["results"])
     with pytest.raises(InputError, match="fp16"):
-        train_nlq(w["ann"], w["features"], w["text"], tmp_path / "x", overrides={"precision": "fp16"},
-                  show_progress=False)  # fmt: skip
+        train_nlq(
+            w["ann"],
+            w["features"],
+            w["text"],
+            tmp_path / "x",
+            overrides={"precision": "fp16"},
+            show_progress=False,
+        )
 
 
 def test_missing_packaged_head_config_is_an_error(tmp_path, monkeypatch):

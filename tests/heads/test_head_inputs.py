@@ -28,16 +28,45 @@ def world(tmp_path_factory):
     tiny = root / "tiny.yaml"
     tiny.write_text("hidden: 16\nnum_heads: 2\nlevels: 2\nregression_ranges: [[0, 4], [4, 1000]]\n")
     ckpt = root / "run"
-    rc = run(["heads", "train", "mq", "--ann", str(mq["ann"]), "--features", str(mq["features"]), "--out",
-              str(ckpt), "--config", str(tiny), "--epochs", "1", "--threads", "1", "--quiet"])  # fmt: skip
+    rc = run(
+        [
+            "heads",
+            "train",
+            "mq",
+            "--ann",
+            str(mq["ann"]),
+            "--features",
+            str(mq["features"]),
+            "--out",
+            str(ckpt),
+            "--config",
+            str(tiny),
+            "--epochs",
+            "1",
+            "--threads",
+            "1",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     return {"root": root, "nlq": nlq, "mq": mq, "ckpt": ckpt}
 
 
 def _nlq(w, *extra: str) -> list[str]:
     n = w["nlq"]
-    return ["heads", "train", "nlq", "--ann", str(n["ann"]), "--features", str(n["features"]), "--text-features",
-            str(n["text"]), "--quiet", *extra]  # fmt: skip
+    return [
+        "heads",
+        "train",
+        "nlq",
+        "--ann",
+        str(n["ann"]),
+        "--features",
+        str(n["features"]),
+        "--text-features",
+        str(n["text"]),
+        "--quiet",
+        *extra,
+    ]
 
 
 def _nlq_with(*extra: str):
@@ -91,7 +120,7 @@ CASES = {
             out,
             "--config",
             str(w["root"] / "ranges.yaml"),
-        ],  # fmt: skip
+        ],
         "regression_ranges",
     ),
     "vq2d refine -1": (
@@ -107,7 +136,7 @@ CASES = {
             out,
             "--refine-stages",
             "-1",
-        ],  # fmt: skip
+        ],
         "--refine-stages",
     ),
     "predict out under a file": (
@@ -138,7 +167,7 @@ CASES = {
             str(w["mq"]["ann"]),
             "--out",
             str(w["root"] / "a_file" / "m.json"),
-        ],  # fmt: skip
+        ],
         "a_file",
     ),
 }

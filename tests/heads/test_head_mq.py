@@ -21,8 +21,17 @@ from heads.mq.train import train_mq
 pytestmark = pytest.mark.usefixtures("one_thread")
 _ = one_thread
 
-FAST = {"hidden": 32, "num_heads": 2, "levels": 3, "regression_ranges": [[0, 4], [4, 8], [8, 1000]],
-        "epochs": 40, "batch_size": 2, "lr": 3e-3, "dropout": 0.0, "weight_decay": 0.0}  # fmt: skip
+FAST = {
+    "hidden": 32,
+    "num_heads": 2,
+    "levels": 3,
+    "regression_ranges": [[0, 4], [4, 8], [8, 1000]],
+    "epochs": 40,
+    "batch_size": 2,
+    "lr": 3e-3,
+    "dropout": 0.0,
+    "weight_decay": 0.0,
+}
 
 
 def test_soft_nms_decays_overlaps_within_a_class_only():
@@ -76,8 +85,13 @@ def test_forward_shapes_and_every_parameter_gets_a_gradient(asl):
     assert all((lv["reg"] >= 0).all() for lv in levels)
     from heads.mq.losses import detection_loss
 
-    loss = detection_loss(model, levels, [torch.tensor([[2.0, 7.0]]), torch.tensor([[1.0, 3.0]])],
-                          [torch.tensor([0]), torch.tensor([2])], cfg)  # fmt: skip
+    loss = detection_loss(
+        model,
+        levels,
+        [torch.tensor([[2.0, 7.0]]), torch.tensor([[1.0, 3.0]])],
+        [torch.tensor([0]), torch.tensor([2])],
+        cfg,
+    )
     loss["loss"].backward()
     assert torch.isfinite(loss["loss"])
     missing = [n for n, p in model.named_parameters() if p.grad is None]
@@ -89,8 +103,9 @@ def test_train_overfits_and_predictions_score(tmp_path):
     summary = train_mq(w["ann"], [str(w["features"])], tmp_path / "run", overrides=FAST, show_progress=False)
     losses = summary["losses"]
     assert all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0]
-    pred = predict_mq(tmp_path / "run", w["ann"], [str(w["features"])], tmp_path / "p.json",
-                      show_progress=False)  # fmt: skip
+    pred = predict_mq(
+        tmp_path / "run", w["ann"], [str(w["features"])], tmp_path / "p.json", show_progress=False
+    )
     assert json.loads((tmp_path / "p.json").read_text()) == pred
     metrics = mq_metrics(json.loads(w["ann"].read_text()), pred)
     assert metrics["mAP@0.5"] > 50.0  # planted actions on the training set

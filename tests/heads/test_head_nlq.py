@@ -74,8 +74,9 @@ def test_train_overfits_and_predictions_score(tmp_path):
     )
     losses = summary["losses"]
     assert all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0]
-    pred = predict_nlq(tmp_path / "run", w["ann"], w["features"], w["text"],
-                       tmp_path / "pred.json", show_progress=False)  # fmt: skip
+    pred = predict_nlq(
+        tmp_path / "run", w["ann"], w["features"], w["text"], tmp_path / "pred.json", show_progress=False
+    )
     assert json.loads((tmp_path / "pred.json").read_text()) == pred
     assert all(1 <= len(r["predicted_times"]) <= 5 for r in pred["results"])
     metrics = nlq_metrics(json.loads(w["ann"].read_text()), pred)
@@ -101,8 +102,23 @@ def test_cli_train_predict_and_errors(tmp_path, capsys):
     stale = tmp_path / "run" / f".summary.json.{io._HOST}.4194000.x1.tmp"  # a killed run's temp (dead pid)
     stale.parent.mkdir()
     stale.write_bytes(b"half")
-    rc = heads_main(["train", "nlq", "--ann", str(w["ann"]), "--features", str(w["features"]), "--text-features",
-                     str(w["text"]), "--out", str(tmp_path / "run"), "--epochs", "1", "--quiet"])  # fmt: skip
+    rc = heads_main(
+        [
+            "train",
+            "nlq",
+            "--ann",
+            str(w["ann"]),
+            "--features",
+            str(w["features"]),
+            "--text-features",
+            str(w["text"]),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+            "--quiet",
+        ]
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed["task"] == "nlq" and printed["precision"] == "fp32"
     assert printed["config_file"] == str(find_config("heads", "nlq"))  # the packaged one, found by name
@@ -113,16 +129,44 @@ def test_cli_train_predict_and_errors(tmp_path, capsys):
         "metrics.jsonl",
         "summary.json",
     ]
-    rc = heads_main(["predict", "nlq", "--checkpoint", str(tmp_path / "run"), "--ann",
-                     str(w["ann"]), "--features", str(w["features"]), "--text-features", str(w["text"]),
-                     "--out", str(tmp_path / "p.json"), "--quiet"])  # fmt: skip
+    rc = heads_main(
+        [
+            "predict",
+            "nlq",
+            "--checkpoint",
+            str(tmp_path / "run"),
+            "--ann",
+            str(w["ann"]),
+            "--features",
+            str(w["features"]),
+            "--text-features",
+            str(w["text"]),
+            "--out",
+            str(tmp_path / "p.json"),
+            "--quiet",
+        ]
+    )
     assert rc == 0 and (tmp_path / "p.json").is_file()
     (w["features"] / "clip1.pt").unlink()
     (w["features"] / "clip1.json").unlink()
     with pytest.raises(InputError, match="clip1"):
-        heads_main(["predict", "nlq", "--checkpoint", str(tmp_path / "run"), "--ann",
-                    str(w["ann"]), "--features", str(w["features"]), "--text-features", str(w["text"]),
-                    "--out", str(tmp_path / "p.json"), "--quiet"])  # fmt: skip
+        heads_main(
+            [
+                "predict",
+                "nlq",
+                "--checkpoint",
+                str(tmp_path / "run"),
+                "--ann",
+                str(w["ann"]),
+                "--features",
+                str(w["features"]),
+                "--text-features",
+                str(w["text"]),
+                "--out",
+                str(tmp_path / "p.json"),
+                "--quiet",
+            ]
+        )
     with pytest.raises(InputError, match="not an egovlp head checkpoint|a 'nlq' checkpoint"):
         heads_main(
             [

@@ -19,8 +19,18 @@ from heads.vq2d.train import train_vq2d
 pytestmark = pytest.mark.usefixtures("one_thread")
 _ = one_thread
 
-FAST = {"hidden": 32, "num_heads": 2, "clip_len": 12, "epochs": 40, "batch_size": 2, "lr": 3e-3, "dropout": 0.0,
-        "anchor_scales": [0.33], "anchor_ratios": [1.0], "min_negatives": 16}  # fmt: skip
+FAST = {
+    "hidden": 32,
+    "num_heads": 2,
+    "clip_len": 12,
+    "epochs": 40,
+    "batch_size": 2,
+    "lr": 3e-3,
+    "dropout": 0.0,
+    "anchor_scales": [0.33],
+    "anchor_ratios": [1.0],
+    "min_negatives": 16,
+}
 
 
 def test_anchor_coding_round_trip_and_labels():
@@ -78,8 +88,7 @@ def test_train_overfits_and_predictions_score(tmp_path):
     summary = train_vq2d(w["ann"], w["features"], tmp_path / "run", overrides=FAST, show_progress=False)
     losses = summary["losses"]
     assert all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0]
-    pred = predict_vq2d(tmp_path / "run", w["ann"], w["features"], tmp_path / "p.json",
-                        show_progress=False)  # fmt: skip
+    pred = predict_vq2d(tmp_path / "run", w["ann"], w["features"], tmp_path / "p.json", show_progress=False)
     assert json.loads((tmp_path / "p.json").read_text()) == pred
     metrics = vq2d_metrics(json.loads(w["ann"].read_text()), pred)
     assert metrics["success"] == 100.0 and metrics["tAP25"] > 0.5  # planted objects on the training set

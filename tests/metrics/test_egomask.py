@@ -77,10 +77,15 @@ def gt_dir(tmp_path):
     a = {"00000": _mask((0, 0), (0, 1)), "00001": _mask((1, 1)), "00002": None, "00003": None}
     b = {"00000": None, "00001": None, "00002": _mask((0, 0)), "00003": _mask((0, 0))}
     videos = [
-        _video("vid_s", "short", frames, {"1": a, "2": b},
-               {"0": {"exp": "the red cup", "obj_id": "1"}, "1": {"exp": "the blue bowl", "obj_id": "2"}}),
+        _video(
+            "vid_s",
+            "short",
+            frames,
+            {"1": a, "2": b},
+            {"0": {"exp": "the red cup", "obj_id": "1"}, "1": {"exp": "the blue bowl", "obj_id": "2"}},
+        ),
         _video("vid_l", "long", frames, {"1": b}, {"0": {"exp": "the green box", "obj_id": "1"}}),
-    ]  # fmt: skip
+    ]
     root = tmp_path / "gt"
     write_ground_truth(root, videos)
     return root, {("vid_s", "1"): a, ("vid_s", "2"): b, ("vid_l", "1"): b}
@@ -97,8 +102,10 @@ def test_layout_files(gt_dir):
     assert list(sub) == ["vid_l"]
     exps = read_ground_truth(root)
     assert [(e.video, e.exp_id, e.obj_id, e.subset) for e in exps] == [
-        ("vid_s", "0", "1", "short"), ("vid_s", "1", "2", "short"), ("vid_l", "0", "1", "long")
-    ]  # fmt: skip
+        ("vid_s", "0", "1", "short"),
+        ("vid_s", "1", "2", "short"),
+        ("vid_l", "0", "1", "long"),
+    ]
 
 
 def test_ground_truth_as_predictions_scores_100(gt_dir, tmp_path):
@@ -140,8 +147,16 @@ def test_hand_computed_and_missing_file(gt_dir, tmp_path):
         "presence_F1": 50.0,
     }
     # the missing file predicts nothing: right on the two background frames, wrong on the two others
-    missing = {"T_recall": 0, "IoU_all": 50.0, "IoU_gold": 0, "IoU_gold_pred": 0, "F": 50.0, "presence_P": 0,
-               "presence_R": 0, "presence_F1": 0}  # fmt: skip
+    missing = {
+        "T_recall": 0,
+        "IoU_all": 50.0,
+        "IoU_gold": 0,
+        "IoU_gold_pred": 0,
+        "F": 50.0,
+        "presence_P": 0,
+        "presence_R": 0,
+        "presence_F1": 0,
+    }
     for key, value in first.items():
         assert s[key] == pytest.approx((value + missing[key]) / 2), key
     assert s["J&F"] == pytest.approx((s["IoU_all"] + s["F"]) / 2)

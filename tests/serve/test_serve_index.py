@@ -56,8 +56,12 @@ def test_ivf_recall_close_to_exact(tmp_path, capsys):
     queries = l2_normalize(data[:50])
     got = ivf.search(queries, 10)
     want = flat.search(queries, 10)
-    overlap = np.mean([len({(h["clip_uid"], h["row"]) for h in g} & {(h["clip_uid"], h["row"]) for h in w}) / 10
-                       for g, w in zip(got, want, strict=True)])  # fmt: skip
+    overlap = np.mean(
+        [
+            len({(h["clip_uid"], h["row"]) for h in g} & {(h["clip_uid"], h["row"]) for h in w}) / 10
+            for g, w in zip(got, want, strict=True)
+        ]
+    )
     assert overlap >= 0.9
 
 

@@ -31,8 +31,12 @@ def test_bf16_runs_on_the_cpu_close_to_fp32(micro_model):
     a, b = fp32.embed_tokens(seqs), bf16.embed_tokens(seqs)
     assert b.dtype == np.float32 and not np.array_equal(a, b)  # computed in bf16, returned as fp32
     assert _cosines(a, b).min() > 0.98
-    clips = [torch.randn(fp32.num_frames, 3, fp32.img_size, fp32.img_size, generator=torch.Generator().manual_seed(i))
-             for i in range(3)]  # fmt: skip
+    clips = [
+        torch.randn(
+            fp32.num_frames, 3, fp32.img_size, fp32.img_size, generator=torch.Generator().manual_seed(i)
+        )
+        for i in range(3)
+    ]
     va, vb = fp32.embed_video(clips), bf16.embed_video(clips)
     assert vb.dtype == np.float32 and _cosines(va, vb).min() > 0.98
     assert bf16.info()["precision"] == {"text": "bf16", "video": "bf16", "index_features": None}
@@ -50,8 +54,9 @@ def indexes(micro_model, tmp_path_factory):
         feats = tmp_path_factory.mktemp(f"feats_{name}")
         for i, precision in enumerate(precisions):
             arr = rng.standard_normal((4, 16)).astype(np.float32)
-            write_features(feats, f"c{i}", arr, ident.config_hash, weights_hash=ident.weights_hash,
-                           precision=precision)  # fmt: skip
+            write_features(
+                feats, f"c{i}", arr, ident.config_hash, weights_hash=ident.weights_hash, precision=precision
+            )
         out[name] = tmp_path_factory.mktemp(f"index_{name}")
         build_index(feats, out[name])
     return out
