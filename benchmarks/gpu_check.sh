@@ -6,7 +6,7 @@
 #
 # Steps (each under its own timeout; a failed step is recorded in the JSON, the next one still runs):
 #   tests     the CUDA-capable tests (pytest -k "cuda or gpu")
-#   model     bench_model egovlp-base, bf16 autocast and fp32 on CUDA: clips/s, ratio to the measured matmul peak
+#   model     bench_model egovlp-base, bf16 (weights cast once) and fp32 on CUDA: clips/s, ratio to the same-dtype matmul peak, bf16/fp32, cos_min
 #   extract   bench_extract egovlp-base on CUDA (bf16): x realtime, e2e / max(decode, model)
 #   decode    bench_decode: PyAV / decord / torchcodec on the CPU, plus NVDEC (torchcodec on CUDA) when it loads
 #   train     bench_train egovlp-base bf16: clips/s, MFU against the measured bf16 matmul peak
@@ -56,7 +56,7 @@ if [[ $DRY == 1 ]]; then
   step serve 120 "$PY" benchmarks/bench_serve.py --no-video --requests 20 --concurrency 1 8 --overload 16 --time-limit 10
 else
   step tests 90 "$PY" -m pytest -q -p no:cacheprovider -rs -k "cuda or gpu" tests
-  step model 60 "$PY" benchmarks/bench_model.py --configs "$CONFIG" --batch "$BATCH" --repeats 5 --threads 8
+  step model 60 "$PY" benchmarks/bench_model.py --configs "$CONFIG" --batch "$BATCH" --repeats 5 --threads 8 --skip-cpu
   step extract 150 "$PY" benchmarks/bench_extract.py --config "$YAML" --device cuda --batch-size 64 --workers 12 --rounds 2
   step decode 60 "$PY" benchmarks/bench_decode.py --count 2 --seconds 20 --reads 300 --samples 20 --nvdec --out "$LOGS/decode.json"
   step train 60 "$PY" benchmarks/bench_train.py --configs "$CONFIG" --batch "$BATCH" --repeats 3 --threads 8
@@ -104,9 +104,11 @@ for rc_file in sorted(logs.glob("*.rc")):
         entry["failed"] = int(m.group(1)) if m else 0
     elif name == "model":
         entry["rows"] = [
-            {"run": m.group(1), "clips_per_s": float(m.group(2)), "ratio_to_matmul": float(m.group(3))}
-            for m in re.finditer(r"\[(\S+)\]\s+" + re.escape(config) + r"\s+([\d.]+) clips/s.*ratio to matmul ([\d.]+)", text)
+            {"run": f"{m.group(1)}/{m.group(2)}", "clips_per_s": float(m.group(3)), "ratio_to_matmul": float(m.group(4))}
+            for m in re.finditer(r"\[(\S+)\]\s+" + re.escape(config) + r"\s+(\w+):\s+([\d.]+) clips/s.*= ([\d.]+) of the", text)
         ]
+        summary = [line for line in text.splitlines() if line.startswith("{")]
+        entry["summary"] = json.loads(summary[-1]) if summary else None
     elif name == "train":
         entry["rows"] = [
             {"run": m.group(1), "clips_per_s": float(m.group(2)), "mfu": float(m.group(3))}
