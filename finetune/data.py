@@ -24,12 +24,13 @@ import torch
 
 from egovlp.errors import InputError
 from egovlp.formats.fho import FHOClip, pnr_index_to_frame, pnr_label
+from egovlp.timebase import GRID_FPS
 from egovlp.transforms import eval_transform, train_transform
 from egovlp.video import read_ego4d_frames, resolve_ego4d_video
 
 log = logging.getLogger(__name__)
 
-SOURCE_FPS = 30.0  # FHO frame numbers are positions on the 30 fps grid (C.7)
+SOURCE_FPS = GRID_FPS  # FHO frame numbers are positions on the 30 fps grid (C.7)
 # frames preloaded in this process, shared by every dataset over the same clips (one decode per
 # process, e.g. for the OSCC and PNR runs of the benchmark): (videos, unique_id, frames, size) -> uint8
 _PRELOADED: dict[tuple[str, str, int, int], np.ndarray] = {}

@@ -30,10 +30,9 @@ from egovlp.synth.world import (
     object_pose,
     rng_for,
 )
+from egovlp.timebase import VQ_FPS, VQ_STEP
 
 NARRATION_SOURCE = "narration_pass_1"
-VQ_FPS = 5.0
-VQ_STEP = int(FPS / VQ_FPS)  # 30 fps frames per 5 fps frame
 VQ_QUERY_SETS = 3
 # uuid5 namespace for annotation uids: stable across runs, distinct per clip and task
 _UID_NAMESPACE = uuid.UUID("6f1c2a8e-4b7d-5e90-a1c3-2d4e5f607182")
