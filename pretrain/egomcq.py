@@ -137,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     precision = resolve_precision(args.precision, device)
     model = egovlp.load_model(args.model, config=args.config, device=device).set_precision(precision)
     scores = evaluate_egomcq(model, items, args.videos, args.frames, args.batch_size, args.workers)
-    scores["precision"] = precision.name
     json.dump(scores, sys.stdout)
     sys.stdout.write("\n")
     return 0

@@ -232,7 +232,7 @@ def test_egomcq_cli_prints_the_contract_json(world, tmp_path, capsys):
     )
     assert code == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"inter", "intra", "n_inter", "n_intra", "precision"} and out["n_inter"] == 2
+    assert set(out) == {"inter", "intra", "n_inter", "n_intra"} and out["n_inter"] == 2
     assert (
         run(
             [
